@@ -1,0 +1,53 @@
+"""Per-key locks so calls for one volume or one target never interleave.
+
+Calls for different volumes run in parallel (a node starting 100 pods at once);
+calls that share a volume id or a target path wait for each other. Keys are
+always taken in sorted order, so two calls sharing both keys cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class KeyedLocks:
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    def _acquire_ref(self, key: str) -> threading.Lock:
+        with self._guard:
+            lock, refs = self._locks.get(key, (None, 0))
+            if lock is None:
+                lock = threading.Lock()
+            self._locks[key] = (lock, refs + 1)
+            return lock
+
+    def _release_ref(self, key: str) -> None:
+        with self._guard:
+            lock, refs = self._locks[key]
+            if refs == 1:
+                del self._locks[key]  # keep the table as small as the work in flight
+            else:
+                self._locks[key] = (lock, refs - 1)
+
+    @contextmanager
+    def hold(self, *keys: str) -> Iterator[None]:
+        ordered = sorted(set(keys))
+        taken: list[str] = []
+        try:
+            for key in ordered:
+                lock = self._acquire_ref(key)
+                taken.append(key)
+                lock.acquire()
+            yield
+        finally:
+            for key in reversed(taken):
+                self._locks[key][0].release()
+                self._release_ref(key)
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._locks)

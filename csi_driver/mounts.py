@@ -1,0 +1,209 @@
+"""Mount syscalls and O(1) mount-point detection, all through file descriptors.
+
+Every operation takes a file descriptor for the target (opened without
+following symlinks by ``csi_driver.targets``), so what gets mounted over or
+unmounted is exactly the inode that was validated, whatever happens to the
+path in between.
+
+Mounting prefers the new mount API (``open_tree`` + ``mount_setattr`` +
+``move_mount``, Linux >= 5.12): the bind mount is created detached, made
+read-only before anyone can see it, and attached straight onto the target fd.
+Older kernels fall back to ``mount(2)`` through ``/proc/self/fd/N`` followed by
+a read-only remount.
+
+Mount-point detection uses ``statx``'s ``STATX_ATTR_MOUNT_ROOT`` (Linux >= 5.8),
+which costs one syscall however many mounts the node has. Kernels without it
+fall back to scanning ``/proc/self/mountinfo`` (linear in the mount table).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+from dataclasses import dataclass
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# <linux/mount.h>, <sys/mount.h>, <fcntl.h>
+MS_RDONLY = 0x1
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+OPEN_TREE_CLONE = 0x1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+STATX_INO = 0x100
+STATX_MNT_ID = 0x1000
+STATX_ATTR_MOUNT_ROOT = 0x2000
+
+# The mount API syscalls share one number on every architecture (they were
+# added after the syscall tables were unified).
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
+_NEW_API = platform.system() == "Linux"
+
+_libc.syscall.restype = ctypes.c_long
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+class MountError(OSError):
+    pass
+
+
+def _raise(call: str, path: str) -> None:
+    err = ctypes.get_errno()
+    raise MountError(err, f"{call} failed on {path}: {os.strerror(err)}")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+class _StatxTimestamp(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_int64), ("tv_nsec", ctypes.c_uint32), ("_reserved", ctypes.c_int32)]
+
+
+class _Statx(ctypes.Structure):
+    _fields_ = [
+        ("stx_mask", ctypes.c_uint32),
+        ("stx_blksize", ctypes.c_uint32),
+        ("stx_attributes", ctypes.c_uint64),
+        ("stx_nlink", ctypes.c_uint32),
+        ("stx_uid", ctypes.c_uint32),
+        ("stx_gid", ctypes.c_uint32),
+        ("stx_mode", ctypes.c_uint16),
+        ("_spare0", ctypes.c_uint16),
+        ("stx_ino", ctypes.c_uint64),
+        ("stx_size", ctypes.c_uint64),
+        ("stx_blocks", ctypes.c_uint64),
+        ("stx_attributes_mask", ctypes.c_uint64),
+        ("stx_atime", _StatxTimestamp),
+        ("stx_btime", _StatxTimestamp),
+        ("stx_ctime", _StatxTimestamp),
+        ("stx_mtime", _StatxTimestamp),
+        ("stx_rdev_major", ctypes.c_uint32),
+        ("stx_rdev_minor", ctypes.c_uint32),
+        ("stx_dev_major", ctypes.c_uint32),
+        ("stx_dev_minor", ctypes.c_uint32),
+        ("stx_mnt_id", ctypes.c_uint64),
+        ("_spare", ctypes.c_uint64 * 13),
+    ]
+
+
+_HAS_STATX = hasattr(_libc, "statx")
+if _HAS_STATX:
+    _libc.statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_Statx)]
+
+
+def fd_path(fd: int) -> str:
+    """A path that resolves to exactly the inode behind ``fd`` (procfs magic link)."""
+    return f"/proc/self/fd/{fd}"
+
+
+@dataclass(frozen=True)
+class MountState:
+    is_mount_root: bool
+    mnt_id: int  # 0 when the kernel does not report it
+
+
+def mount_state(fd: int) -> MountState:
+    """Whether the inode behind ``fd`` is the root of a mount, in one syscall."""
+    if _HAS_STATX:
+        buf = _Statx()
+        rc = _libc.statx(fd, b"", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_MNT_ID,
+                         ctypes.byref(buf))
+        if rc == 0 and buf.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT:
+            return MountState(bool(buf.stx_attributes & STATX_ATTR_MOUNT_ROOT),
+                              buf.stx_mnt_id if buf.stx_mask & STATX_MNT_ID else 0)
+    return MountState(_in_mountinfo(os.readlink(fd_path(fd))), 0)
+
+
+def _in_mountinfo(path: str) -> bool:
+    """Fallback for kernels before 5.8: linear scan of this namespace's mount table."""
+    with open("/proc/self/mountinfo", "rb") as table:
+        for line in table:
+            mount_point = line.split(b" ", 5)[4].decode("unicode_escape")
+            if mount_point == path:
+                return True
+    return False
+
+
+_new_api_usable = _NEW_API
+
+
+def bind_mount(source: str, target_fd: int, readonly: bool) -> None:
+    """Bind-mount ``source`` onto the file or directory behind ``target_fd``."""
+    global _new_api_usable
+    if _new_api_usable:
+        try:
+            _bind_mount_new_api(source, target_fd, readonly)
+            return
+        except MountError as err:
+            if err.errno != errno.ENOSYS:
+                raise
+            _new_api_usable = False
+    _bind_mount_classic(source, target_fd, readonly)
+
+
+def _bind_mount_new_api(source: str, target_fd: int, readonly: bool) -> None:
+    tree = _libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, os.fsencode(source),
+                         ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC))
+    if tree < 0:
+        _raise("open_tree", source)
+    try:
+        if readonly:
+            attr = _MountAttr(attr_set=MOUNT_ATTR_RDONLY)
+            rc = _libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", ctypes.c_uint(AT_EMPTY_PATH),
+                               ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+            if rc < 0:
+                _raise("mount_setattr", source)
+        rc = _libc.syscall(_SYS_MOVE_MOUNT, tree, b"", target_fd, b"",
+                           ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
+        if rc < 0:
+            _raise("move_mount", source)
+    finally:
+        os.close(tree)
+
+
+def _bind_mount_classic(source: str, target_fd: int, readonly: bool) -> None:
+    target = fd_path(target_fd).encode()
+    if _libc.mount(os.fsencode(source), target, None, MS_BIND, None) != 0:
+        _raise("mount", source)
+    if readonly:
+        # A bind mount ignores MS_RDONLY on creation; it takes a remount.
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        if _libc.mount(None, target, None, flags, None) != 0:
+            err = ctypes.get_errno()
+            _libc.umount2(target, MNT_DETACH)
+            raise MountError(err, f"read-only remount failed on {source}: {os.strerror(err)}")
+
+
+def unmount(mount_root_fd: int) -> None:
+    """Unmount the mount whose root is behind ``mount_root_fd``.
+
+    A busy mount (some process still holds a file in it) is detached lazily:
+    the kubelet only unpublishes after the pod's containers are gone, so what
+    remains is a straggler that must not keep the volume published forever.
+    """
+    path = fd_path(mount_root_fd).encode()
+    if _libc.umount2(path, 0) == 0:
+        return
+    if ctypes.get_errno() == errno.EBUSY and _libc.umount2(path, MNT_DETACH) == 0:
+        return
+    _raise("umount2", os.readlink(fd_path(mount_root_fd)))

@@ -1,0 +1,156 @@
+"""CSI Node service: validation, per-volume locking, dispatch, metrics and logs.
+
+Each call produces exactly one log line (volume id, target, type, outcome,
+duration) and one metrics observation, whatever path it takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import grpc
+
+from csi_driver import requests, targets
+from csi_driver.config import Config
+from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
+from csi_driver.errors import RequestError, invalid, not_found
+from csi_driver import volume_stats
+from csi_driver.locks import KeyedLocks
+from csi_driver.metrics import FAILED, SUCCESS, UNSUPPORTED, Metrics
+from csi_driver.publisher import Publisher
+
+log = logging.getLogger("csi_driver.node")
+_RPC = csi_pb2.NodeServiceCapability.RPC
+LABEL_LIMIT = 64  # user-supplied label values are cut to keep series bounded
+
+
+def _label(value: str) -> str:
+    return value[:LABEL_LIMIT]
+
+
+class NodeService(csi_pb2_grpc.NodeServicer):
+    def __init__(self, config: Config, metrics: Metrics, publisher: Publisher | None = None) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._publisher = publisher or Publisher()
+        self._locks = KeyedLocks()
+
+    @property
+    def publisher(self) -> Publisher:
+        return self._publisher
+
+    # ------------------------------------------------------------ publish
+
+    def NodePublishVolume(self, request, context):  # noqa: N802 (gRPC method names)
+        started = time.perf_counter()
+        volume_type = _label(request.volume_context.get("type", ""))
+        path = ""
+        status, code, message = SUCCESS, grpc.StatusCode.OK, "published"
+        try:
+            req = requests.publish(request, self._config)
+            volume_type, path = req.source.type, req.source.host_path
+            if req.source.deprecation:
+                log.warning(f"volume uses a deprecated form: {req.source.deprecation}",
+                            extra={"volume_id": req.volume_id, "type": req.source.type})
+            with self._locks.hold("volume:" + req.volume_id, "target:" + req.target.path):
+                if not self._publisher.publish(req):
+                    message = "already published"
+            self._metrics.published_volumes.labels(type=volume_type).set(
+                self._publisher.count(volume_type))
+            return csi_pb2.NodePublishVolumeResponse()
+        except RequestError as err:
+            status = UNSUPPORTED if err.unsupported else FAILED
+            code, message = err.code, err.message
+            context.abort(code, message)
+        except Exception as err:  # a bug or an unexpected OS error: never a silent success
+            status, code, message = FAILED, grpc.StatusCode.INTERNAL, f"unexpected error: {err}"
+            log.exception("NodePublishVolume failed unexpectedly")
+            context.abort(code, message)
+        finally:
+            elapsed = time.perf_counter() - started
+            self._metrics.publish(volume_type, path, status, elapsed)
+            _log_call("NodePublishVolume", request.volume_id, request.target_path, volume_type,
+                      code, message, elapsed, readonly=request.readonly)
+
+    def NodeUnpublishVolume(self, request, context):  # noqa: N802
+        started = time.perf_counter()
+        status, code, message = SUCCESS, grpc.StatusCode.OK, "unpublished"
+        volume_type = ""
+        try:
+            req = requests.unpublish(request, self._config)
+            with self._locks.hold("volume:" + req.volume_id, "target:" + req.target.path):
+                known = self._publisher.lookup(req.target.path)
+                volume_type = known.source.type if known else ""
+                if not self._publisher.unpublish(req):
+                    message = "target already gone"
+            if volume_type:
+                self._metrics.published_volumes.labels(type=volume_type).set(
+                    self._publisher.count(volume_type))
+            return csi_pb2.NodeUnpublishVolumeResponse()
+        except RequestError as err:
+            status = UNSUPPORTED if err.unsupported else FAILED
+            code, message = err.code, err.message
+            context.abort(code, message)
+        except Exception as err:
+            status, code, message = FAILED, grpc.StatusCode.INTERNAL, f"unexpected error: {err}"
+            log.exception("NodeUnpublishVolume failed unexpectedly")
+            context.abort(code, message)
+        finally:
+            elapsed = time.perf_counter() - started
+            self._metrics.unpublish(status, elapsed)
+            _log_call("NodeUnpublishVolume", request.volume_id, request.target_path, volume_type,
+                      code, message, elapsed)
+
+    # ------------------------------------------------------- volume stats
+
+    def NodeGetVolumeStats(self, request, context):  # noqa: N802
+        try:
+            requests.volume_id(request.volume_id)
+            if not request.volume_path:
+                raise invalid("volume_path is required")
+            try:
+                target = targets.parse(request.volume_path, self._config.pods_dir, "volume_path")
+            except RequestError as err:
+                raise not_found(f"no volume published at {request.volume_path!r}: {err.message}") from None
+            return volume_stats.stats(target, self._publisher, self._config)
+        except RequestError as err:
+            context.abort(err.code, err.message)
+
+    # ----------------------------------------------------- node metadata
+
+    def NodeGetCapabilities(self, request, context):  # noqa: N802
+        return csi_pb2.NodeGetCapabilitiesResponse(capabilities=[
+            csi_pb2.NodeServiceCapability(rpc=_RPC(type=_RPC.GET_VOLUME_STATS)),
+            csi_pb2.NodeServiceCapability(rpc=_RPC(type=_RPC.VOLUME_CONDITION)),
+        ])
+
+    def NodeGetInfo(self, request, context):  # noqa: N802
+        return csi_pb2.NodeGetInfoResponse(node_id=self._config.node_id)
+
+    def NodeStageVolume(self, request, context):  # noqa: N802
+        context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                      "NodeStageVolume is not supported: socket volumes need no staging")
+
+    def NodeUnstageVolume(self, request, context):  # noqa: N802
+        context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                      "NodeUnstageVolume is not supported: socket volumes need no staging")
+
+    def NodeExpandVolume(self, request, context):  # noqa: N802
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "NodeExpandVolume is not supported: "
+                      "socket volumes have no size")
+
+
+def _log_call(method: str, volume_id: str, target: str, volume_type: str, code: grpc.StatusCode,
+              message: str, elapsed: float, **fields: object) -> None:
+    level = logging.INFO if code == grpc.StatusCode.OK else logging.WARNING
+    log.log(level, f"{method}: {message}", extra={
+        "method": method,
+        "volume_id": volume_id[:256],
+        "target_path": target[:4096],
+        "type": volume_type,
+        "outcome": code.name,
+        "duration_ms": round(elapsed * 1000, 3),
+        **fields,
+    })

@@ -1,0 +1,251 @@
+"""Publish and unpublish: the on-disk and mount-table work for one target.
+
+Callers serialize work per volume and per target (see ``node.py``); this module
+assumes it is alone on the target it is handed. Every failure path undoes what
+this call created, so a refused or failed publish leaves the disk and the mount
+table as they were.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import threading
+from dataclasses import dataclass
+
+from csi_driver import mounts, targets
+from csi_driver.errors import RequestError, already_exists, internal, invalid, precondition
+from csi_driver.requests import Publish, Unpublish
+from csi_driver.volumes import Kind, VolumeSource
+
+log = logging.getLogger(__name__)
+MAX_LAYERS = 64  # a target stacked deeper than this is not the kubelet's doing
+TARGET_FILE_MODE = 0o644
+TARGET_DIR_MODE = 0o750
+
+
+@dataclass(frozen=True)
+class Published:
+    volume_id: str
+    source: VolumeSource
+    readonly: bool
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self._published: dict[str, Published] = {}
+        self._lock = threading.Lock()
+
+    def published(self) -> dict[str, Published]:
+        with self._lock:
+            return dict(self._published)
+
+    def count(self, volume_type: str) -> int:
+        with self._lock:
+            return sum(1 for entry in self._published.values() if entry.source.type == volume_type)
+
+    def lookup(self, target_path: str) -> Published | None:
+        with self._lock:
+            return self._published.get(target_path)
+
+    def _remember(self, target_path: str, entry: Published | None) -> None:
+        with self._lock:
+            if entry is None:
+                self._published.pop(target_path, None)
+            else:
+                self._published[target_path] = entry
+
+    # ------------------------------------------------------------ publish
+
+    def publish(self, req: Publish) -> bool:
+        """Mount ``req.source`` at ``req.target``; False when it already was."""
+        parent_fd = targets.open_parent(req.target)
+        try:
+            existing = targets.lstat_leaf(parent_fd, req.target.leaf)
+            if existing is not None:
+                if stat.S_ISLNK(existing.st_mode):
+                    raise invalid(f"target {req.target.path} is a symlink; refusing to mount over it")
+                if self._already_published(req, parent_fd):
+                    return False
+            source_stat = _check_source(req.source)
+            created = self._prepare_target(req, parent_fd, existing)
+            try:
+                target_fd = targets.open_leaf(parent_fd, req.target.leaf)
+                try:
+                    _check_kind(req, os.fstat(target_fd))
+                    mounts.bind_mount(req.source.host_path, target_fd, req.readonly)
+                finally:
+                    os.close(target_fd)
+            except BaseException:
+                if created:
+                    _remove_leaf(parent_fd, req.target.leaf, req.source.kind)
+                raise
+            log.debug("mounted", extra={"source": req.source.host_path, "inode": source_stat.st_ino})
+            self._remember(req.target.path, Published(req.volume_id, req.source, req.readonly))
+            return True
+        except mounts.MountError as err:
+            raise internal(f"bind mount of {req.source.host_path} onto {req.target.path} failed: "
+                           f"{os.strerror(err.errno or 0)}") from None
+        finally:
+            os.close(parent_fd)
+
+    def _already_published(self, req: Publish, parent_fd: int) -> bool:
+        target_fd = targets.open_leaf(parent_fd, req.target.leaf)
+        try:
+            if not mounts.mount_state(target_fd).is_mount_root:
+                return False
+            known = self.lookup(req.target.path)
+            if known is not None and known.volume_id != req.volume_id:
+                raise already_exists(
+                    f"target {req.target.path} already has volume {known.volume_id} published; "
+                    f"refusing to publish {req.volume_id} over it"
+                )
+            try:
+                source = os.stat(req.source.host_path)
+            except OSError:
+                source = None
+            mounted = os.fstat(target_fd)
+            if source is None or (source.st_dev, source.st_ino) != (mounted.st_dev, mounted.st_ino):
+                if known is None or known.source != req.source:
+                    raise already_exists(
+                        f"target {req.target.path} is already a mount point of something other "
+                        f"than {req.source.host_path}; unpublish it first"
+                    )
+            readonly = bool(os.fstatvfs(target_fd).f_flag & os.ST_RDONLY)
+            if readonly != req.readonly:
+                raise already_exists(
+                    f"volume {req.volume_id} is already published at {req.target.path} "
+                    f"{'read-only' if readonly else 'read-write'}; the request asks for "
+                    f"{'read-only' if req.readonly else 'read-write'}"
+                )
+            self._remember(req.target.path, Published(req.volume_id, req.source, req.readonly))
+            return True
+        finally:
+            os.close(target_fd)
+
+    def _prepare_target(self, req: Publish, parent_fd: int, existing: os.stat_result | None) -> bool:
+        """Make the leaf the right kind of empty mount point; True if created here."""
+        leaf = req.target.leaf
+        want_dir = req.source.kind is Kind.DIRECTORY
+        if existing is not None:
+            is_dir = stat.S_ISDIR(existing.st_mode)
+            if is_dir == want_dir and (is_dir or stat.S_ISREG(existing.st_mode)):
+                return False
+            # A leftover empty mount point of the other kind (e.g. a directory
+            # pre-created by a CO for a socket-file volume) is replaced.
+            if is_dir and not os.listdir(_dir_listing(parent_fd, leaf)):
+                os.rmdir(leaf, dir_fd=parent_fd)
+            elif stat.S_ISREG(existing.st_mode) and existing.st_size == 0:
+                os.unlink(leaf, dir_fd=parent_fd)
+            else:
+                raise precondition(
+                    f"target {req.target.path} exists and is not an empty "
+                    f"{'directory' if want_dir else 'file'}; refusing to mount over it"
+                )
+        try:
+            if want_dir:
+                os.mkdir(leaf, TARGET_DIR_MODE, dir_fd=parent_fd)
+            else:
+                fd = os.open(leaf, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             TARGET_FILE_MODE, dir_fd=parent_fd)
+                os.close(fd)
+        except FileExistsError:
+            raise RequestError(
+                # Someone else created it between our check and now.
+                __import__("grpc").StatusCode.ABORTED,
+                f"target {req.target.path} appeared while publishing; retry",
+            ) from None
+        return True
+
+    # ---------------------------------------------------------- unpublish
+
+    def unpublish(self, req: Unpublish) -> bool:
+        """Unmount every layer at the target and remove it; False if nothing was there."""
+        try:
+            parent_fd = targets.open_parent(req.target)
+        except RequestError as err:
+            if err.code.name == "FAILED_PRECONDITION":  # parent already gone
+                self._remember(req.target.path, None)
+                return False
+            raise
+        try:
+            existing = targets.lstat_leaf(parent_fd, req.target.leaf)
+            if existing is None:
+                self._remember(req.target.path, None)
+                return False
+            if stat.S_ISLNK(existing.st_mode):
+                raise invalid(f"target {req.target.path} is a symlink; refusing to touch it")
+            known = self.lookup(req.target.path)
+            if known is not None and known.volume_id != req.volume_id:
+                log.warning("unpublishing a target recorded for another volume",
+                            extra={"target": req.target.path, "recorded_volume_id": known.volume_id,
+                                   "volume_id": req.volume_id})
+            layers = self._unmount_all(parent_fd, req.target)
+            self._remove_mount_point(parent_fd, req.target)
+            self._remember(req.target.path, None)
+            return layers > 0 or True
+        except mounts.MountError as err:
+            raise internal(f"unmount of {req.target.path} failed: {os.strerror(err.errno or 0)}") from None
+        finally:
+            os.close(parent_fd)
+
+    def _unmount_all(self, parent_fd: int, target: targets.Target) -> int:
+        for layer in range(MAX_LAYERS + 1):
+            fd = targets.open_leaf(parent_fd, target.leaf)
+            try:
+                if not mounts.mount_state(fd).is_mount_root:
+                    return layer
+                if layer == MAX_LAYERS:
+                    raise precondition(f"target {target.path} has more than {MAX_LAYERS} stacked mounts")
+                mounts.unmount(fd)
+            finally:
+                os.close(fd)
+        return MAX_LAYERS
+
+    def _remove_mount_point(self, parent_fd: int, target: targets.Target) -> None:
+        st = targets.lstat_leaf(parent_fd, target.leaf)
+        if st is None:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                os.rmdir(target.leaf, dir_fd=parent_fd)
+            except OSError as err:
+                if err.errno != errno.ENOTEMPTY:
+                    raise
+                log.warning("target directory is not empty after unmount; left in place",
+                            extra={"target": target.path})
+        elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            os.unlink(target.leaf, dir_fd=parent_fd)
+        else:
+            log.warning("target is not an empty mount point after unmount; left in place",
+                        extra={"target": target.path})
+
+
+def _dir_listing(parent_fd: int, leaf: str) -> int:
+    return os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+
+
+def _check_source(source: VolumeSource) -> os.stat_result:
+    what = "socket" if source.kind is Kind.SOCKET else "socket directory"
+    try:
+        st = os.stat(source.host_path)
+    except FileNotFoundError:
+        raise precondition(
+            f"Datadog Agent {what} {source.host_path} does not exist on this node; check that the "
+            "agent runs here with this socket enabled and that the driver's socket path flags match"
+        ) from None
+    except OSError as err:
+        raise precondition(f"cannot access {source.host_path}: {os.strerror(err.errno or 0)}") from None
+    if source.kind is Kind.SOCKET and not stat.S_ISSOCK(st.st_mode):
+        raise precondition(f"{source.host_path} exists but is not a Unix socket")
+    if source.kind is Kind.DIRECTORY and not stat.S_ISDIR(st.st_mode):
+        raise precondition(f"{source.host_path} exists but is not a directory")
+    return st
+
+
+def _check_kind(req: Publish, st: os.stat_result) -> None:
+    ok = stat.S_ISDIR(st.st_mode) if req.source.kind is Kind.DIRECTORY else stat.S_ISREG(st.st_mode)
+    if not ok:
+        raise internal(f"target {req.target.path} changed type while publishing")

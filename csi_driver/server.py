@@ -1,0 +1,129 @@
+"""gRPC server lifecycle on the CSI Unix socket.
+
+Start-up claims the endpoint safely: a socket file left by a crashed driver is
+removed, but if another driver still answers on it, start-up is refused
+instead of stealing the endpoint from under the kubelet.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import stat
+import threading
+from concurrent import futures
+
+import grpc
+
+from csi_driver.config import Config
+from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
+from csi_driver.identity import IdentityService
+from csi_driver.metrics import HttpServer, Metrics
+from csi_driver.node import NodeService
+from csi_driver.volume_stats import count_stale
+
+log = logging.getLogger("csi_driver.server")
+# Publishing is short and mostly in the kernel (ctypes releases the GIL), so a
+# modest pool covers a node starting many pods at once.
+WORKERS = 32
+GRACE_SECONDS = 30.0
+
+
+class EndpointInUse(RuntimeError):
+    pass
+
+
+def claim_endpoint(path: str) -> None:
+    """Make ``path`` free for a new listener, or raise if it must not be taken."""
+    os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise EndpointInUse(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(path)
+    except OSError as err:
+        if err.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise EndpointInUse(f"cannot check endpoint {path}: {err.strerror}") from None
+        log.info("removing stale endpoint socket left by a previous run", extra={"endpoint": path})
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise EndpointInUse(
+        f"another process is serving on {path}; stop it first (two drivers on one endpoint "
+        "would race for the kubelet's calls)"
+    )
+
+
+class Driver:
+    """Everything one driver process runs: gRPC services and the HTTP endpoint."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.node = NodeService(config, self.metrics)
+        self.metrics.stale_socket_mounts.set_function(lambda: count_stale(self.node.publisher))
+        self._grpc: grpc.Server | None = None
+        self._http: HttpServer | None = None
+        self._stopped = threading.Event()
+        self._serving = False
+
+    @property
+    def socket_path(self) -> str:
+        return self.config.socket_path
+
+    def start(self) -> None:
+        claim_endpoint(self.socket_path)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS,
+                                                        thread_name_prefix="csi"),
+                             options=[("grpc.so_reuseport", 0)])
+        csi_pb2_grpc.add_IdentityServicer_to_server(IdentityService(self.config), server)
+        csi_pb2_grpc.add_NodeServicer_to_server(self.node, server)
+        old_umask = os.umask(0o117)  # socket readable/writable by owner and group only
+        try:
+            server.add_insecure_port(f"unix://{self.socket_path}")
+        finally:
+            os.umask(old_umask)
+        server.start()
+        self._grpc = server
+        self._serving = True
+        if self.config.metrics_port:
+            self._http = HttpServer(self.metrics, self.config.metrics_port,
+                                    live=lambda: self._serving, ready=self.ready)
+            self._http.start()
+        log.info("serving", extra={"endpoint": self.config.csi_endpoint,
+                                   "driver_name": self.config.driver_name,
+                                   "node_id": self.config.node_id,
+                                   "metrics_port": self.config.metrics_port})
+
+    def ready(self) -> bool:
+        """A Probe over the real socket: proves the endpoint the kubelet uses works."""
+        with grpc.insecure_channel(f"unix://{self.socket_path}") as channel:
+            reply = csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=2)
+        return reply.ready.value
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def stop(self, grace: float = GRACE_SECONDS) -> None:
+        """Stop accepting calls, let in-flight ones finish, remove the socket."""
+        if self._grpc is None or self._stopped.is_set():
+            return
+        self._serving = False
+        log.info("stopping: waiting for in-flight calls", extra={"grace_seconds": grace})
+        self._grpc.stop(grace).wait()
+        if self._http is not None:
+            self._http.stop()
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        log.info("stopped")
+        self._stopped.set()

@@ -1,0 +1,142 @@
+"""Target-path validation and race-free access to the target's parent.
+
+The kubelet hands the driver a path such as
+``/var/lib/kubelet/pods/<pod-uid>/volumes/kubernetes.io~csi/<volume>/mount``.
+A privileged mounter that trusts such a path can be steered into mounting over
+anything on the host, so the path is checked twice:
+
+1. Lexically (``parse``): absolute, normalized (no ``.``, ``..``, ``//``), no
+   NUL, sane lengths, and exactly the kubelet's pod-volume layout under the
+   configured pods directory.
+2. On disk (``open_parent``): every directory below the pods directory is
+   opened one component at a time with ``O_NOFOLLOW``, so a symlink anywhere in
+   the path is refused, and the final parent is held as a file descriptor. All
+   later work (creating, mounting, unmounting the target) goes through that
+   descriptor, so swapping a directory for a symlink after validation cannot
+   redirect the mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
+from csi_driver.errors import RequestError, invalid, precondition
+
+PATH_MAX = 4096
+NAME_MAX = 255
+# <pods>/<pod-uid>/volumes/kubernetes.io~csi/<volume-name>/mount
+CSI_PLUGIN_DIR = "kubernetes.io~csi"
+LAYOUT = ("<pod-uid>", "volumes", CSI_PLUGIN_DIR, "<volume-name>", "mount")
+_DIR_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class Target:
+    path: str
+    pods_dir: str
+    components: tuple[str, ...]  # below pods_dir, leaf last
+
+    @property
+    def leaf(self) -> str:
+        return self.components[-1]
+
+    @property
+    def pod_uid(self) -> str:
+        return self.components[0]
+
+
+def parse(raw: str, pods_dir: str, field: str = "target_path") -> Target:
+    if not raw:
+        raise invalid(f"{field} is required")
+    if "\0" in raw:
+        raise invalid(f"{field} contains a NUL byte")
+    if len(os.fsencode(raw)) >= PATH_MAX:
+        raise invalid(f"{field} is longer than {PATH_MAX - 1} bytes")
+    if not raw.startswith("/"):
+        raise invalid(f"{field} must be an absolute path, got {raw!r}")
+    parts = raw.split("/")[1:]
+    if any(part in (".", "..") for part in parts):
+        raise invalid(f"{field} {raw!r} contains '.' or '..' components; refusing to resolve it")
+    if os.path.normpath(raw) != raw:
+        raise invalid(f"{field} {raw!r} is not normalized (repeated or trailing '/')")
+    prefix = pods_dir + "/"
+    if not raw.startswith(prefix):
+        raise invalid(
+            f"{field} {raw!r} is outside the kubelet pods directory {pods_dir}; this driver only "
+            "mounts into pod volume directories (check --kubelet-root-dir)"
+        )
+    components = tuple(raw[len(prefix):].split("/"))
+    if any(len(os.fsencode(part)) > NAME_MAX for part in components):
+        raise invalid(f"{field} has a path component longer than {NAME_MAX} bytes")
+    if (
+        len(components) != len(LAYOUT)
+        or components[1] != LAYOUT[1]
+        or components[2] != LAYOUT[2]
+        or components[4] != LAYOUT[4]
+    ):
+        raise invalid(
+            f"{field} {raw!r} does not follow the kubelet's volume layout "
+            f"{pods_dir}/{'/'.join(LAYOUT)}"
+        )
+    return Target(path=raw, pods_dir=pods_dir, components=components)
+
+
+def open_parent(target: Target) -> int:
+    """Open the target's parent directory without following any symlink below
+    the pods directory; the caller owns (and must close) the returned fd."""
+    try:
+        fd = os.open(target.pods_dir, _DIR_FLAGS & ~os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise precondition(
+            f"kubelet pods directory {target.pods_dir} does not exist (check --kubelet-root-dir "
+            "and that the directory is mounted into the driver container)"
+        ) from None
+    walked = target.pods_dir
+    try:
+        for name in target.components[:-1]:
+            walked = f"{walked}/{name}"
+            try:
+                next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                raise precondition(
+                    f"{walked} does not exist; the kubelet creates the parent of the target path "
+                    "before publishing, so the pod may already be gone"
+                ) from None
+            except OSError as err:
+                if err.errno in (errno.ENOTDIR, errno.ELOOP):
+                    raise invalid(_not_a_directory(fd, name, walked)) from None
+                raise
+            os.close(fd)
+            fd = next_fd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _not_a_directory(dir_fd: int, name: str, path: str) -> str:
+    try:
+        if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return f"{path} is a symlink; symlinks are refused anywhere in the target path"
+    except OSError:
+        pass
+    return f"{path} is not a directory"
+
+
+def lstat_leaf(parent_fd: int, leaf: str) -> os.stat_result | None:
+    try:
+        return os.stat(leaf, dir_fd=parent_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def open_leaf(parent_fd: int, leaf: str) -> int:
+    """O_PATH fd of the leaf itself (never a symlink's target)."""
+    return os.open(leaf, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+
+
+def path_error(err: OSError, path: str) -> RequestError:
+    return precondition(f"cannot access {path}: {os.strerror(err.errno or 0)}")

@@ -1,0 +1,81 @@
+"""The Datadog Agent's sockets: DogStatsD and APM, as a file or as their directory."""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+from csi_driver.config import Config
+from csi_driver.errors import invalid, unsupported
+from csi_driver.volumes import Kind, VolumeSource
+
+APM_SOCKET = "APMSocket"
+APM_SOCKET_DIRECTORY = "APMSocketDirectory"
+DSD_SOCKET = "DSDSocket"
+DSD_SOCKET_DIRECTORY = "DSDSocketDirectory"
+DEPRECATED_SOCKETS_DIRECTORY = "DatadogSocketsDirectory"
+TYPES = (APM_SOCKET, APM_SOCKET_DIRECTORY, DSD_SOCKET, DSD_SOCKET_DIRECTORY)
+LIBRARY_TYPES = ("DatadogLibrary", "DatadogInjectorPreload")
+LEGACY_MODES = ("socket", "local")
+
+
+def resolve(context: Mapping[str, str], config: Config) -> VolumeSource | None:
+    volume_type = context.get("type")
+    if volume_type is not None:
+        return _by_type(volume_type, config)
+    if "mode" in context or "path" in context:
+        return _legacy(context.get("mode", ""), context.get("path", ""), config)
+    return None
+
+
+def _by_type(volume_type: str, config: Config) -> VolumeSource:
+    apm, dsd = config.apm_host_socket_path, config.dsd_host_socket_path
+    if volume_type == APM_SOCKET:
+        return VolumeSource(APM_SOCKET, apm, Kind.SOCKET)
+    if volume_type == APM_SOCKET_DIRECTORY:
+        return VolumeSource(APM_SOCKET_DIRECTORY, os.path.dirname(apm), Kind.DIRECTORY)
+    if volume_type == DSD_SOCKET:
+        return VolumeSource(DSD_SOCKET, dsd, Kind.SOCKET)
+    if volume_type == DSD_SOCKET_DIRECTORY:
+        return VolumeSource(DSD_SOCKET_DIRECTORY, os.path.dirname(dsd), Kind.DIRECTORY)
+    if volume_type == DEPRECATED_SOCKETS_DIRECTORY:
+        return VolumeSource(DEPRECATED_SOCKETS_DIRECTORY, os.path.dirname(dsd), Kind.DIRECTORY,
+                            deprecation=f"use type: {DSD_SOCKET_DIRECTORY} (or {APM_SOCKET_DIRECTORY})")
+    if volume_type in LIBRARY_TYPES:
+        raise unsupported(
+            f"volume type {volume_type!r} (single-step instrumentation) is not supported by this "
+            f"driver version; supported types: {', '.join(TYPES)}"
+        )
+    raise unsupported(f"unknown volume type {_show(volume_type)}; supported types: {', '.join(TYPES)}")
+
+
+def _legacy(mode: str, path: str, config: Config) -> VolumeSource:
+    """The schema before 'type': mode socket|local plus the exact host path."""
+    apm, dsd = config.apm_host_socket_path, config.dsd_host_socket_path
+    if mode == "socket":
+        allowed = {apm: APM_SOCKET, dsd: DSD_SOCKET}
+        kind = Kind.SOCKET
+    elif mode == "local":
+        allowed = {os.path.dirname(apm): APM_SOCKET_DIRECTORY,
+                   os.path.dirname(dsd): DSD_SOCKET_DIRECTORY}
+        kind = Kind.DIRECTORY
+    else:
+        raise invalid(
+            f"unknown legacy mode {_show(mode)}; use mode 'socket' or 'local', or better the "
+            f"'type' attribute with one of {', '.join(TYPES)}"
+        )
+    if path not in allowed:
+        raise invalid(
+            f"path {_show(path)} is not allowed with mode {mode!r}; allowed: "
+            f"{', '.join(sorted(allowed))}"
+        )
+    # The metrics 'type' label of the legacy schema is the mode itself, as in
+    # the reference driver, so existing dashboards keep their series.
+    return VolumeSource(mode, path, kind,
+                        deprecation=f"use type: {allowed[path]} instead of mode: {mode} with path")
+
+
+def _show(value: str, limit: int = 64) -> str:
+    """Quote a user value for an error message without echoing megabytes back."""
+    shown = value if len(value) <= limit else value[:limit] + "..."
+    return repr(shown)
