@@ -35,6 +35,44 @@ class EndpointInUse(RuntimeError):
     pass
 
 
+class InFlight(grpc.ServerInterceptor):
+    """Counts calls being handled, so shutdown can wait for exactly those.
+
+    ``grpc.Server.stop(grace)`` also waits for idle client connections to go
+    away, which a kubelet never does; waiting on this count instead lets a
+    SIGTERM finish in-flight work and exit promptly.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+
+        def counted(request, context):
+            with self._idle:
+                self._count += 1
+            try:
+                return inner(request, context)
+            finally:
+                with self._idle:
+                    self._count -= 1
+                    if self._count == 0:
+                        self._idle.notify_all()
+
+        return grpc.unary_unary_rpc_method_handler(
+            counted, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._count == 0, timeout)
+
+
 def claim_endpoint(path: str) -> None:
     """Make ``path`` free for a new listener, or raise if it must not be taken."""
     os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
@@ -74,6 +112,7 @@ class Driver:
         self._http: HttpServer | None = None
         self._stopped = threading.Event()
         self._serving = False
+        self._in_flight = InFlight()
 
     @property
     def socket_path(self) -> str:
@@ -83,6 +122,7 @@ class Driver:
         claim_endpoint(self.socket_path)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS,
                                                         thread_name_prefix="csi"),
+                             interceptors=[self._in_flight],
                              options=[("grpc.so_reuseport", 0)])
         csi_pb2_grpc.add_IdentityServicer_to_server(IdentityService(self.config), server)
         csi_pb2_grpc.add_NodeServicer_to_server(self.node, server)
@@ -118,7 +158,10 @@ class Driver:
             return
         self._serving = False
         log.info("stopping: waiting for in-flight calls", extra={"grace_seconds": grace})
-        self._grpc.stop(grace).wait()
+        self._grpc.stop(grace)  # refuse new calls from here on
+        if not self._in_flight.wait_idle(grace):
+            log.warning("grace period over; cancelling the calls still running")
+        self._grpc.stop(0).wait()
         if self._http is not None:
             self._http.stop()
         try:

@@ -27,7 +27,8 @@ from csi_driver.errors import RequestError, invalid, precondition
 
 PATH_MAX = 4096
 NAME_MAX = 255
-# <pods>/<pod-uid>/volumes/kubernetes.io~csi/<volume-name>/mount
+# <pods>/<pod-uid>/volumes/kubernetes.io~csi/<volume-name>/<leaf>: the kubelet
+# names the leaf "mount"; other COs and csi-sanity pick their own name.
 CSI_PLUGIN_DIR = "kubernetes.io~csi"
 LAYOUT = ("<pod-uid>", "volumes", CSI_PLUGIN_DIR, "<volume-name>", "mount")
 _DIR_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
@@ -75,7 +76,6 @@ def parse(raw: str, pods_dir: str, field: str = "target_path") -> Target:
         len(components) != len(LAYOUT)
         or components[1] != LAYOUT[1]
         or components[2] != LAYOUT[2]
-        or components[4] != LAYOUT[4]
     ):
         raise invalid(
             f"{field} {raw!r} does not follow the kubelet's volume layout "

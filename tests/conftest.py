@@ -1,0 +1,76 @@
+"""Suite-wide guards and fixtures.
+
+The suite mounts for real. It must run as root inside a private mount
+namespace (``scripts/test.sh`` arranges both), so nothing it mounts can leak
+onto the machine. Without those it stops with an error instead of skipping:
+a suite that silently skips its mounts proves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def _private_mount_namespace() -> bool:
+    """True when this process's mount namespace is not the machine's.
+
+    The machine's namespace is read from PID 1 where permitted, else from
+    CSI_TESTS_HOST_MOUNT_NS, which scripts/test.sh records before unsharing.
+    """
+    ours = os.readlink("/proc/self/ns/mnt")
+    try:
+        host = os.readlink("/proc/1/ns/mnt")
+    except OSError:
+        host = os.environ.get("CSI_TESTS_HOST_MOUNT_NS", "")
+    return bool(host) and ours != host
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("CSI_TESTS_ALLOW_HOST_NAMESPACE") == "1":
+        return
+    if os.geteuid() != 0:
+        raise pytest.UsageError(
+            "these tests do real bind mounts and need root; run them with scripts/test.sh as root")
+    if not _private_mount_namespace():
+        raise pytest.UsageError(
+            "refusing to mount in the host's mount namespace; run the suite through "
+            "scripts/test.sh, which starts it under 'unshare --mount --propagation private'")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def kubelet_root(tmp_path: Path) -> str:
+    root = tmp_path / "kubelet"
+    (root / "pods").mkdir(parents=True)
+    return str(root)
+
+
+@pytest.fixture
+def agent(tmp_path: Path):
+    from support.agent import DemoAgent
+
+    demo = DemoAgent(str(tmp_path / "run" / "datadog")).start()
+    yield demo
+    demo.stop()
+
+
+@pytest.fixture
+def driver(tmp_path: Path, kubelet_root: str, agent):
+    from support.driver import DriverProcess
+
+    process = DriverProcess(workdir=str(tmp_path), kubelet_root=kubelet_root,
+                            dsd_path=agent.dsd_path, apm_path=agent.apm_path).start()
+    yield process
+    process.stop()

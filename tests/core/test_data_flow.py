@@ -1,0 +1,79 @@
+"""Bytes from a pod reach the agent through each published volume type."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from support import kubelet, pod
+from support.agent import DemoAgent
+from support.snapshot import mounts_under
+
+# type -> (socket the pod uses, relative to the target; transport; agent queue)
+CASES = {
+    "DSDSocket": ("", "dgram", "dsd"),
+    "DSDSocketDirectory": ("dsd.socket", "dgram", "dsd"),
+    "APMSocket": ("", "stream", "apm"),
+    "APMSocketDirectory": ("apm.socket", "stream", "apm"),
+    "DatadogSocketsDirectory": ("dsd.socket", "dgram", "dsd"),
+}
+
+
+@pytest.mark.parametrize("readonly", [False, True], ids=["rw", "ro"])
+@pytest.mark.parametrize("volume_type", list(CASES))
+def test_pod_reaches_agent(driver, agent, kubelet_root, volume_type, readonly):
+    relative, transport, which = CASES[volume_type]
+    pod_uid = str(uuid.uuid4())
+    target = kubelet.prepare_volume_dir(kubelet_root, pod_uid, "dd")
+    driver.node.NodePublishVolume(kubelet.publish_request(
+        kubelet_root, pod_uid, "dd", {"type": volume_type}, readonly=readonly))
+
+    (row,) = mounts_under(target)
+    assert row.endswith(" " + target)
+    want_dir = volume_type.endswith("Directory")
+    assert os.path.isdir(target) == want_dir
+    with open("/proc/self/mountinfo") as table:
+        options = next(line for line in table if f" {target} " in line).split()[5].split(",")
+    assert ("ro" in options) == readonly
+
+    payload = f"{volume_type}:{readonly}:{uuid.uuid4()}"
+    sent = pod.send(transport, target, payload, relative)
+    assert sent.returncode == 0, sent.stderr
+    received = agent.dsd_received if which == "dsd" else agent.apm_received
+    assert DemoAgent.expect(received) == payload.encode()
+
+    driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, pod_uid, "dd"))
+    assert mounts_under(target) == []
+    assert not os.path.lexists(target)
+
+
+def test_legacy_schema_reaches_agent(driver, agent, kubelet_root):
+    for mode, path, transport, relative in (
+        ("socket", agent.dsd_path, "dgram", ""),
+        ("local", os.path.dirname(agent.apm_path), "stream", "apm.socket"),
+    ):
+        pod_uid = str(uuid.uuid4())
+        target = kubelet.prepare_volume_dir(kubelet_root, pod_uid, "legacy")
+        driver.node.NodePublishVolume(kubelet.publish_request(
+            kubelet_root, pod_uid, "legacy", {"mode": mode, "path": path}))
+        payload = f"legacy-{mode}"
+        sent = pod.send(transport, target, payload, relative)
+        assert sent.returncode == 0, sent.stderr
+        queue = agent.dsd_received if transport == "dgram" else agent.apm_received
+        assert DemoAgent.expect(queue) == payload.encode()
+        driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, pod_uid, "legacy"))
+    assert "deprecated" in driver.logs()
+
+
+def test_socket_file_volume_cannot_be_written_through_when_readonly(driver, agent, kubelet_root):
+    """Read-only directory volumes: the pod can connect but cannot create files."""
+    pod_uid = str(uuid.uuid4())
+    target = kubelet.prepare_volume_dir(kubelet_root, pod_uid, "dd")
+    driver.node.NodePublishVolume(kubelet.publish_request(
+        kubelet_root, pod_uid, "dd", {"type": "DSDSocketDirectory"}, readonly=True))
+    with pytest.raises(OSError) as err:
+        open(os.path.join(target, "planted"), "w")
+    assert err.value.errno == 30  # EROFS
+    driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, pod_uid, "dd"))
