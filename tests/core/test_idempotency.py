@@ -1,0 +1,120 @@
+"""Repeated, conflicting, concurrent and post-restart calls."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from support import kubelet, pod
+from support.agent import DemoAgent
+from support.snapshot import mounts_under
+
+
+def test_publish_twice_is_one_mount(driver, kubelet_root):
+    uid = str(uuid.uuid4())
+    target = kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+    request = kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocketDirectory"})
+    for _ in range(3):
+        driver.node.NodePublishVolume(request)
+    assert len(mounts_under(target)) == 1
+
+
+def test_concurrent_identical_publishes_are_serialized(driver, kubelet_root):
+    uid = str(uuid.uuid4())
+    target = kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+    request = kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocket"})
+
+    def publish(_):
+        try:
+            driver.node.NodePublishVolume(request)
+            return "OK"
+        except grpc.RpcError as err:
+            return err.code().name
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(publish, range(32)))
+    assert set(outcomes) <= {"OK", "ABORTED"} and "OK" in outcomes
+    assert len(mounts_under(target)) == 1
+
+
+def test_different_volume_on_mounted_target_is_refused(driver, kubelet_root):
+    uid = str(uuid.uuid4())
+    target = kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+    driver.node.NodePublishVolume(kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocket"}))
+    other = kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocket"})
+    other.volume_id = "csi-other"
+    for request in (other, kubelet.publish_request(kubelet_root, uid, "dd", {"type": "APMSocket"})):
+        with pytest.raises(grpc.RpcError) as err:
+            driver.node.NodePublishVolume(request)
+        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    readonly = kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocket"}, readonly=True)
+    with pytest.raises(grpc.RpcError) as err:
+        driver.node.NodePublishVolume(readonly)
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS and "read-only" in err.value.details()
+    assert len(mounts_under(target)) == 1
+
+
+def test_unpublish_missing_target_succeeds(driver, kubelet_root):
+    uid = str(uuid.uuid4())
+    # Never published, parent missing too: the kubelet may retry after cleanup.
+    driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
+    kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+    driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
+    driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
+
+
+def test_unpublish_removes_every_stacked_layer(driver, kubelet_root):
+    uid = str(uuid.uuid4())
+    target = kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+    request = kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocketDirectory"})
+    driver.node.NodePublishVolume(request)
+    # A second layer on the same target, as a crashed or foreign mounter could leave.
+    os.system(f"mount --bind {os.path.dirname(target)} {target}")
+    assert len(mounts_under(target)) == 2
+    driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
+    assert mounts_under(target) == []
+    assert not os.path.exists(target)
+
+
+def test_leftover_target_of_wrong_kind_is_replaced(driver, kubelet_root):
+    """A CO that pre-creates the target as a directory still gets a socket-file volume."""
+    uid = str(uuid.uuid4())
+    target = kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+    os.mkdir(target)
+    driver.node.NodePublishVolume(kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocket"}))
+    assert not os.path.isdir(target) and len(mounts_under(target)) == 1
+
+
+def test_restart_with_mounted_volumes_then_clean_unpublish(driver, agent, kubelet_root):
+    pods = [(str(uuid.uuid4()), t) for t in ("DSDSocket", "APMSocketDirectory")]
+    for uid, volume_type in pods:
+        kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+        driver.node.NodePublishVolume(kubelet.publish_request(kubelet_root, uid, "dd", {"type": volume_type}))
+    driver.terminate()
+    driver.start()
+    for uid, volume_type in pods:
+        # The kubelet republishes after a restart; still one mount each.
+        driver.node.NodePublishVolume(kubelet.publish_request(kubelet_root, uid, "dd", {"type": volume_type}))
+        target = kubelet.target_path(kubelet_root, uid, "dd")
+        assert len(mounts_under(target)) == 1
+    uid, _ = pods[0]
+    assert pod.send("dgram", kubelet.target_path(kubelet_root, uid, "dd"), "after restart").returncode == 0
+    assert DemoAgent.expect(agent.dsd_received) == b"after restart"
+    for uid, _ in pods:
+        driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
+        kubelet.remove_volume_dir(kubelet_root, uid, "dd")
+    assert mounts_under(kubelet_root) == []
+
+
+def test_driver_killed_then_unpublish_cleans_up(driver, kubelet_root):
+    uid = str(uuid.uuid4())
+    target = kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+    driver.node.NodePublishVolume(kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocket"}))
+    driver.kill()
+    driver.start()
+    driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
+    assert mounts_under(target) == [] and not os.path.exists(target)
