@@ -1,0 +1,170 @@
+"""``datadog-csi-driver sandbox``: the driver's whole job on one machine, no cluster.
+
+It starts a demo agent (DogStatsD and APM sockets in a temporary directory),
+the real driver on a temporary CSI socket with a temporary kubelet root, and
+then does what the kubelet does for a pod with one volume of each type:
+creates the volume directory, calls NodePublishVolume, lets a "pod" process in
+its own mount namespace send through the volume, and unpublishes. Everything
+happens inside a private mount namespace, so nothing is left on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+SANDBOX_ENV = "DATADOG_CSI_SANDBOX_NS"
+VOLUME_TYPES = {
+    # type: (socket inside the volume, transport, which agent socket)
+    "DSDSocket": ("", "dgram"),
+    "DSDSocketDirectory": ("dsd.socket", "dgram"),
+    "APMSocket": ("", "stream"),
+    "APMSocketDirectory": ("apm.socket", "stream"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="datadog-csi-driver sandbox",
+        description="Run the driver against a temporary kubelet root and demo agent sockets, "
+                    "publish one volume of each type, and show data flowing through them.")
+    parser.add_argument("--serve", action="store_true",
+                        help="keep the driver running after the demo (Ctrl-C to stop) so you can "
+                             "call it yourself")
+    parser.add_argument("--metrics-port", type=int, default=0,
+                        help="serve /metrics, /healthz and /readyz on this port (default: a free one)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if os.geteuid() != 0:
+        print("sandbox: bind mounts need root; run it as root (e.g. with sudo)", file=sys.stderr)
+        return 1
+    if os.environ.get(SANDBOX_ENV) != os.readlink("/proc/self/ns/mnt"):
+        return _reexec_in_private_namespace(argv)
+    return _run(args)
+
+
+def _reexec_in_private_namespace(argv: list[str]) -> int:
+    """Run again inside ``unshare --mount``: every mount dies with the sandbox."""
+    script = f'export {SANDBOX_ENV}="$(readlink /proc/self/ns/mnt)"; exec "$@"'
+    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+               sys.executable, "-m", "csi_driver", "sandbox", *argv]
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import grpc
+
+    from csi_driver import logs
+    from csi_driver.config import Config
+    from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
+    from csi_driver.sandbox.agent import DemoAgent
+    from csi_driver.sandbox.pod import send
+    from csi_driver.server import Driver
+
+    root = tempfile.mkdtemp(prefix="dd-csi-sandbox-")
+    logs.setup("warning")  # the demo narrates; the driver only speaks up on problems
+    agent = DemoAgent(os.path.join(root, "run", "datadog")).start()
+    port = args.metrics_port or _free_port()
+    config = Config(
+        csi_endpoint=f"unix://{root}/plugins/datadog.csi/csi.sock",
+        apm_host_socket_path=agent.apm_path, dsd_host_socket_path=agent.dsd_path,
+        storage_path=os.path.join(root, "storage"), kubelet_root_dir=os.path.join(root, "kubelet"),
+        metrics_port=port, node_id=socket.gethostname())
+    os.makedirs(config.pods_dir)
+    driver = Driver(config)
+    driver.start()
+    _say(f"sandbox in {root} (private mount namespace; removed on exit)")
+    _say(f"  demo agent  DogStatsD {agent.dsd_path}  APM {agent.apm_path}")
+    _say(f"  driver      {config.csi_endpoint}   metrics http://127.0.0.1:{port}/metrics")
+    channel = grpc.insecure_channel(config.csi_endpoint)
+    node = csi_pb2_grpc.NodeStub(channel)
+    info = csi_pb2_grpc.IdentityStub(channel).GetPluginInfo(csi_pb2.GetPluginInfoRequest())
+    _say(f"  GetPluginInfo -> {info.name} {info.vendor_version}")
+    failures = 0
+    try:
+        pod_uid = str(uuid.uuid4())
+        for volume_type, (relative, transport) in VOLUME_TYPES.items():
+            failures += not _demo_volume(node, config, agent, pod_uid, volume_type, relative,
+                                         transport, csi_pb2, send, DemoAgent)
+        if args.serve:
+            _say("\ndriver still serving; Ctrl-C to stop")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        channel.close()
+        driver.stop(grace=5)
+        agent.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    _say("\nall volumes published, used and unpublished" if not failures
+         else f"\n{failures} volume type(s) failed")
+    return 1 if failures else 0
+
+
+def _demo_volume(node, config, agent, pod_uid, volume_type, relative, transport, csi_pb2, send,
+                 demo_agent) -> bool:
+    import hashlib
+
+    volume_name = volume_type.lower()
+    volume_dir = os.path.join(config.pods_dir, pod_uid, "volumes", "kubernetes.io~csi", volume_name)
+    os.makedirs(volume_dir, mode=0o750)  # the kubelet's part: the parent of the target
+    target = os.path.join(volume_dir, "mount")
+    volume_id = "csi-" + hashlib.sha256((pod_uid + volume_name).encode()).hexdigest()
+    capability = csi_pb2.VolumeCapability(
+        mount=csi_pb2.VolumeCapability.MountVolume(),
+        access_mode=csi_pb2.VolumeCapability.AccessMode(mode=1))
+    _say(f"\n{volume_type}")
+    started = time.perf_counter()
+    node.NodePublishVolume(csi_pb2.NodePublishVolumeRequest(
+        volume_id=volume_id, target_path=target, volume_capability=capability,
+        volume_context={"type": volume_type}))
+    _say(f"  NodePublishVolume   {(time.perf_counter() - started) * 1000:.2f} ms")
+    with open("/proc/self/mountinfo") as table:
+        line = next((row for row in table if f" {target} " in row), "")
+    if line:
+        fields = line.split()
+        _say(f"  mounted             {fields[3]} -> .../{volume_name}/mount ({fields[5]})")
+    payload = f"hello from a pod through {volume_type}"
+    result = send(transport, target, payload, relative)
+    queue = agent.dsd_received if transport == "dgram" else agent.apm_received
+    ok = result.returncode == 0
+    if ok:
+        try:
+            got = demo_agent.expect(queue, timeout=5).decode()
+            ok = got == payload
+            _say(f"  agent received      {got!r}")
+        except Exception:
+            ok = False
+    if not ok:
+        _say(f"  pod could not reach the agent: {result.stderr.strip()}")
+    started = time.perf_counter()
+    node.NodeUnpublishVolume(csi_pb2.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=target))
+    gone = not os.path.lexists(target)
+    _say(f"  NodeUnpublishVolume {(time.perf_counter() - started) * 1000:.2f} ms "
+         f"(target {'removed' if gone else 'LEFT BEHIND'})")
+    return ok and gone
