@@ -50,6 +50,10 @@ class Publisher:
         with self._lock:
             return self._published.get(target_path)
 
+    def adopt(self, target_path: str, entry: Published) -> None:
+        """Record a volume an earlier driver process published (see ``recovery``)."""
+        self._remember(target_path, entry)
+
     def _remember(self, target_path: str, entry: Published | None) -> None:
         with self._lock:
             if entry is None:
@@ -97,7 +101,7 @@ class Publisher:
             if not mounts.mount_state(target_fd).is_mount_root:
                 return False
             known = self.lookup(req.target.path)
-            if known is not None and known.volume_id != req.volume_id:
+            if known is not None and known.volume_id and known.volume_id != req.volume_id:
                 raise already_exists(
                     f"target {req.target.path} already has volume {known.volume_id} published; "
                     f"refusing to publish {req.volume_id} over it"
@@ -108,16 +112,25 @@ class Publisher:
                 source = None
             mounted = os.fstat(target_fd)
             if source is None or (source.st_dev, source.st_ino) != (mounted.st_dev, mounted.st_ino):
-                if known is None or known.source != req.source:
+                # A socket the agent re-created since we mounted it: still ours.
+                # (Compared by path, not type: a legacy ``mode: socket`` request
+                # and the adopted ``DSDSocket`` record name the same socket.)
+                if known is None or not _same_source(known.source, req.source):
                     raise already_exists(
                         f"target {req.target.path} is already a mount point of something other "
                         f"than {req.source.host_path}; unpublish it first"
                     )
             readonly = bool(os.fstatvfs(target_fd).f_flag & os.ST_RDONLY)
-            if readonly != req.readonly:
+            # A bind mount inherits read-only from its source (the chart mounts
+            # the agent's directories read-only into the driver), so a
+            # read-write request may legitimately have produced a read-only
+            # mount. Only what was asked for can conflict.
+            conflict = (known.readonly != req.readonly) if known is not None else (
+                req.readonly and not readonly)
+            if conflict:
                 raise already_exists(
                     f"volume {req.volume_id} is already published at {req.target.path} "
-                    f"{'read-only' if readonly else 'read-write'}; the request asks for "
+                    f"{'read-write' if req.readonly else 'read-only'}; the request asks for "
                     f"{'read-only' if req.readonly else 'read-write'}"
                 )
             self._remember(req.target.path, Published(req.volume_id, req.source, req.readonly))
@@ -178,7 +191,7 @@ class Publisher:
             if stat.S_ISLNK(existing.st_mode):
                 raise invalid(f"target {req.target.path} is a symlink; refusing to touch it")
             known = self.lookup(req.target.path)
-            if known is not None and known.volume_id != req.volume_id:
+            if known is not None and known.volume_id and known.volume_id != req.volume_id:
                 log.warning("unpublishing a target recorded for another volume",
                             extra={"target": req.target.path, "recorded_volume_id": known.volume_id,
                                    "volume_id": req.volume_id})
@@ -221,6 +234,10 @@ class Publisher:
         else:
             log.warning("target is not an empty mount point after unmount; left in place",
                         extra={"target": target.path})
+
+
+def _same_source(a: VolumeSource, b: VolumeSource) -> bool:
+    return (a.host_path, a.kind) == (b.host_path, b.kind)
 
 
 def _dir_listing(parent_fd: int, leaf: str) -> int:

@@ -118,3 +118,22 @@ def test_driver_killed_then_unpublish_cleans_up(driver, kubelet_root):
     driver.start()
     driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
     assert mounts_under(target) == [] and not os.path.exists(target)
+
+
+def test_republish_when_source_directory_is_read_only(driver, agent, kubelet_root):
+    """The chart mounts the agent's directory read-only into the driver: every
+    bind mount then inherits read-only, and republishing must still succeed."""
+    directory = agent.directory
+    os.system(f"mount --bind {directory} {directory} && mount -o remount,bind,ro {directory}")
+    try:
+        uid = str(uuid.uuid4())
+        target = kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+        request = kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocket"})
+        driver.node.NodePublishVolume(request)
+        driver.node.NodePublishVolume(request)
+        assert len(mounts_under(target)) == 1
+        assert pod.send("dgram", target, "through a read-only source").returncode == 0
+        assert DemoAgent.expect(agent.dsd_received) == b"through a read-only source"
+        driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
+    finally:
+        os.system(f"umount {directory}")
