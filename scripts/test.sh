@@ -4,7 +4,8 @@
 #   scripts/test.sh [pytest args...]
 #
 # Creates .venv with the package and its test extras, installs the pinned
-# external tools (helm, csi-sanity) into .tools/bin, then runs pytest as root
+# external tools (helm, csi-sanity) into .tools/bin, starts a Docker engine
+# when none runs (for the image tests), then runs pytest as root
 # inside a private mount namespace so every mount a test makes vanishes with it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,6 +18,9 @@ fi
 scripts/setup-dev.sh
 scripts/install-helm.sh >/dev/null
 scripts/install-csi-sanity.sh >/dev/null
+# The image tests need a Docker engine; start it here, in the machine's mount
+# namespace, rather than from inside the suite's private one.
+scripts/docker-engine.sh
 export PATH="$PWD/.tools/bin:$PATH"
 
 # The machine's mount namespace, for the suite's guard where /proc/1 is unreadable.
