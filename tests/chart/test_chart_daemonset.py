@@ -54,8 +54,8 @@ def test_driver_container_is_privileged_with_read_only_root() -> None:
 
 
 def test_driver_image_tag_defaults_to_app_version() -> None:
-    assert driver(daemonset())["image"] == "gcr.io/datadoghq/csi-driver:0.1.0"
-    assert driver(scenario_daemonset("name-overrides"))["image"] == "gcr.io/datadoghq/csi-driver:9.9.9"
+    assert driver(daemonset())["image"] == "datadog-csi-driver:0.1.0"
+    assert driver(scenario_daemonset("name-overrides"))["image"] == "datadog-csi-driver:9.9.9"
 
 
 def test_driver_arguments() -> None:
