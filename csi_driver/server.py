@@ -22,6 +22,7 @@ from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.identity import IdentityService
 from csi_driver.metrics import HttpServer, Metrics
 from csi_driver.node import NodeService
+from csi_driver.request_decoding import RejectUndecodable
 from csi_driver.volume_stats import count_stale
 
 log = logging.getLogger("csi_driver.server")
@@ -122,7 +123,7 @@ class Driver:
         claim_endpoint(self.socket_path)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS,
                                                         thread_name_prefix="csi"),
-                             interceptors=[self._in_flight],
+                             interceptors=[self._in_flight, RejectUndecodable()],
                              options=[("grpc.so_reuseport", 0)])
         csi_pb2_grpc.add_IdentityServicer_to_server(IdentityService(self.config), server)
         csi_pb2_grpc.add_NodeServicer_to_server(self.node, server)
