@@ -240,6 +240,18 @@ def _same_source(a: VolumeSource, b: VolumeSource) -> bool:
     return (a.host_path, a.kind) == (b.host_path, b.kind)
 
 
+def _remove_leaf(parent_fd: int, leaf: str, kind: Kind) -> None:
+    """Undo ``_prepare_target`` after a failed publish: remove the mount point it created."""
+    try:
+        if kind is Kind.DIRECTORY:
+            os.rmdir(leaf, dir_fd=parent_fd)
+        else:
+            os.unlink(leaf, dir_fd=parent_fd)
+    except OSError as err:
+        log.warning("could not remove the target created by a failed publish",
+                    extra={"leaf": leaf, "error": os.strerror(err.errno or 0)})
+
+
 def _dir_listing(parent_fd: int, leaf: str) -> int:
     return os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
 

@@ -3,6 +3,9 @@ fuzzers happen to draw."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import grpc
 
 from csi_driver.csi.v1 import csi_pb2
@@ -24,4 +27,35 @@ def test_truncated_request_is_invalid_argument(fuzz):
     code, _ = fuzz.send("/csi.v1.Node/NodeUnpublishVolume", request.SerializeToString()[:-3],
                         count=False)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+    fuzz.check()
+
+
+PUBLISH = "/csi.v1.Node/NodePublishVolume"
+UNPUBLISH = "/csi.v1.Node/NodeUnpublishVolume"
+
+
+def _publish(target: str, volume_type: str) -> csi_pb2.NodePublishVolumeRequest:
+    return csi_pb2.NodePublishVolumeRequest(
+        volume_id="csi-regression", target_path=target, volume_context={"type": volume_type},
+        volume_capability=csi_pb2.VolumeCapability(
+            mount=csi_pb2.VolumeCapability.MountVolume(),
+            access_mode=csi_pb2.VolumeCapability.AccessMode(mode=1)))
+
+
+def test_failed_mount_removes_the_target_it_created(fuzz):
+    """A mount the kernel refuses after the target was created: the answer
+    names the failure and the created target is removed again."""
+    run_dir = fuzz.layout.run_dir
+    subprocess.run(["mount", "--bind", run_dir, run_dir], check=True)
+    try:
+        # open_tree() refuses to clone from an unbindable mount: EINVAL.
+        subprocess.run(["mount", "--make-unbindable", run_dir], check=True)
+        target = fuzz.layout.target("good", "b")
+        for volume_type in ("DSDSocket", "DSDSocketDirectory"):
+            code, details = fuzz.call(PUBLISH, _publish(target, volume_type), count=False,
+                                      allowed=frozenset({grpc.StatusCode.INTERNAL}))
+            assert "bind mount of" in details and "Invalid argument" in details, details
+            assert not os.path.lexists(target)
+    finally:
+        subprocess.run(["umount", run_dir], check=True)
     fuzz.check()
