@@ -17,6 +17,7 @@ from concurrent import futures
 
 import grpc
 
+from csi_driver import recovery
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.identity import IdentityService
@@ -121,6 +122,7 @@ class Driver:
 
     def start(self) -> None:
         claim_endpoint(self.socket_path)
+        self._adopt_published_volumes()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS,
                                                         thread_name_prefix="csi"),
                              interceptors=[self._in_flight, RejectUndecodable()],
@@ -143,6 +145,16 @@ class Driver:
                                    "driver_name": self.config.driver_name,
                                    "node_id": self.config.node_id,
                                    "metrics_port": self.config.metrics_port})
+
+    def _adopt_published_volumes(self) -> None:
+        """Take over the mounts an earlier process left, before any call arrives."""
+        adopted = recovery.recover(self.config, self.node.publisher)
+        for volume_type in {entry.source.type for entry in adopted}:
+            self.metrics.published_volumes.labels(type=volume_type).set(
+                self.node.publisher.count(volume_type))
+        if adopted:
+            log.info(f"adopted {len(adopted)} volumes published before this start",
+                     extra={"stale_socket_mounts": count_stale(self.node.publisher)})
 
     def ready(self) -> bool:
         """A Probe over the real socket: proves the endpoint the kubelet uses works."""
