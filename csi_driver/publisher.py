@@ -148,7 +148,7 @@ class Publisher:
                 return False
             # A leftover empty mount point of the other kind (e.g. a directory
             # pre-created by a CO for a socket-file volume) is replaced.
-            if is_dir and not os.listdir(_dir_listing(parent_fd, leaf)):
+            if is_dir and _is_empty_dir(parent_fd, leaf):
                 os.rmdir(leaf, dir_fd=parent_fd)
             elif stat.S_ISREG(existing.st_mode) and existing.st_size == 0:
                 os.unlink(leaf, dir_fd=parent_fd)
@@ -252,8 +252,22 @@ def _remove_leaf(parent_fd: int, leaf: str, kind: Kind) -> None:
                     extra={"leaf": leaf, "error": os.strerror(err.errno or 0)})
 
 
-def _dir_listing(parent_fd: int, leaf: str) -> int:
-    return os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+def _is_empty_dir(parent_fd: int, leaf: str) -> bool:
+    """Whether ``leaf`` is an empty directory (never following a symlink)."""
+    try:
+        fd = os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=parent_fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as err:
+        if err.errno == errno.ELOOP:  # became a symlink since it was looked at
+            return False
+        raise
+    try:
+        with os.scandir(fd) as entries:
+            return next(entries, None) is None
+    finally:
+        os.close(fd)
 
 
 def _check_source(source: VolumeSource) -> os.stat_result:

@@ -59,3 +59,16 @@ def test_failed_mount_removes_the_target_it_created(fuzz):
     finally:
         subprocess.run(["umount", run_dir], check=True)
     fuzz.check()
+
+
+def test_replacing_a_target_of_the_other_kind_leaks_no_descriptor(fuzz):
+    """Checking whether a directory target is empty opened it and never closed it."""
+    before = fuzz.open_fds()
+    for _ in range(25):
+        # An empty directory where a socket file goes is replaced; a full one is refused.
+        fuzz.call(PUBLISH, _publish(fuzz.layout.target("good", "odd", "empty-dir"), "DSDSocket"))
+        code, _ = fuzz.call(PUBLISH, _publish(fuzz.layout.target("good", "odd", "full-dir"),
+                                              "DSDSocket"))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        fuzz.check()
+    assert fuzz.open_fds() - before <= 2, (before, fuzz.open_fds())
