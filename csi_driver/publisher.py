@@ -144,19 +144,22 @@ class Publisher:
         want_dir = req.source.kind is Kind.DIRECTORY
         if existing is not None:
             is_dir = stat.S_ISDIR(existing.st_mode)
-            if is_dir == want_dir and (is_dir or stat.S_ISREG(existing.st_mode)):
+            # Mounting over contents would hide them (the kubelet's
+            # vol_data.json, files someone left in a directory).
+            if not (_is_empty_dir(parent_fd, leaf) if is_dir else
+                    stat.S_ISREG(existing.st_mode) and existing.st_size == 0):
+                raise precondition(
+                    f"target {req.target.path} exists but is not an empty file or directory; "
+                    "refusing to mount over it"
+                )
+            if is_dir == want_dir:
                 return False
             # A leftover empty mount point of the other kind (e.g. a directory
             # pre-created by a CO for a socket-file volume) is replaced.
-            if is_dir and _is_empty_dir(parent_fd, leaf):
+            if is_dir:
                 os.rmdir(leaf, dir_fd=parent_fd)
-            elif stat.S_ISREG(existing.st_mode) and existing.st_size == 0:
-                os.unlink(leaf, dir_fd=parent_fd)
             else:
-                raise precondition(
-                    f"target {req.target.path} exists and is not an empty "
-                    f"{'directory' if want_dir else 'file'}; refusing to mount over it"
-                )
+                os.unlink(leaf, dir_fd=parent_fd)
         try:
             if want_dir:
                 os.mkdir(leaf, TARGET_DIR_MODE, dir_fd=parent_fd)

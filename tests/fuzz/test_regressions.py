@@ -9,6 +9,7 @@ import subprocess
 import grpc
 
 from csi_driver.csi.v1 import csi_pb2
+from fuzz import harness
 
 
 def test_invalid_utf8_is_invalid_argument(fuzz):
@@ -72,3 +73,20 @@ def test_replacing_a_target_of_the_other_kind_leaks_no_descriptor(fuzz):
         assert code == grpc.StatusCode.FAILED_PRECONDITION
         fuzz.check()
     assert fuzz.open_fds() - before <= 2, (before, fuzz.open_fds())
+
+
+def test_never_mounts_over_a_target_with_contents(fuzz):
+    """An existing target of the right kind but not empty (the kubelet's
+    vol_data.json, a directory with files) would be hidden by the mount."""
+    layout = fuzz.layout
+    before = harness.mount_points(fuzz.pid)
+    for target, volume_type in (
+        (layout.target("good", "odd", "full-dir"), "DSDSocketDirectory"),
+        (layout.target("good", "odd", "full-file"), "DSDSocket"),
+        (layout.target("good", "a", "vol_data.json"), "APMSocket"),
+    ):
+        code, details = fuzz.call(PUBLISH, _publish(target, volume_type), count=False)
+        assert code == grpc.StatusCode.FAILED_PRECONDITION, (target, code, details)
+        assert "not an empty" in details, details
+    assert harness.mount_points(fuzz.pid) == before
+    fuzz.check()
