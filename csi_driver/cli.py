@@ -40,6 +40,7 @@ def serve(config) -> int:
         log.info("signal received", extra={"signal": signal.Signals(signum).name})
         stop_requested.set()
 
+    wakeup = _signal_wakeup()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
@@ -48,7 +49,24 @@ def serve(config) -> int:
         log.error(f"cannot start: {err}")
         return 1
     log.info("datadog-csi-driver started", extra={"version": __version__, "pid": os.getpid()})
-    while not stop_requested.wait(timeout=3600):
-        pass
+    while not stop_requested.is_set():
+        os.read(wakeup, 64)  # returns once a signal arrived; its handler has run by the next check
     driver.stop()
     return 0
+
+
+def _signal_wakeup() -> int:
+    """A pipe that receives a byte whenever a signal arrives; returns its read end.
+
+    The kernel may deliver SIGTERM to any thread, such as one of gRPC's. CPython
+    then runs the Python handler only when the main thread next executes
+    bytecode, and a main thread parked in ``Event.wait`` does not wake up for
+    that: a SIGTERM arriving just after start-up went unnoticed until the wait's
+    timeout (an hour), and the kubelet had to SIGKILL the driver. With a wakeup
+    fd, the C-level handler writes to this pipe from whichever thread caught the
+    signal, so the main thread, blocked reading it, wakes up and runs the handler.
+    """
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(write_end, False)  # required by set_wakeup_fd
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    return read_end
