@@ -38,7 +38,7 @@ ALLOWED = frozenset({
     grpc.StatusCode.UNIMPLEMENTED,
 })
 SERVICES = ("Identity", "Node")
-DEFAULT_EXAMPLES = 250
+DEFAULT_EXAMPLES = 1000
 # Every fuzz result line of the session, shown in the terminal summary.
 FIGURES: list[str] = []
 
@@ -137,7 +137,7 @@ class Layout:
     """
 
     PODS = ("good", "link-pod", "vlink", "clink", "notdir", "loop", "missing-pod", "pod")
-    VOLUMES = ("a", "b", "c", "to-outside", "rel-outside", "to-inside", "odd", "missing")
+    VOLUMES = ("a", "b", "c", "to-outside", "rel-outside", "to-inside", "odd", "missing", "vol")
     LEAVES = ("mount", "vol_data.json", "link-dir", "link-file", "dangling", "full-dir",
               "full-file", "empty-dir", "empty-file", "fifo", "other")
     # Planted leaves the driver may legitimately consume: an empty mount point
