@@ -36,5 +36,10 @@ def already_exists(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.ALREADY_EXISTS, message)
 
 
+def aborted(message: str) -> RequestError:
+    """Something else changed the target while this call worked on it; a retry may succeed."""
+    return RequestError(grpc.StatusCode.ABORTED, message)
+
+
 def internal(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.INTERNAL, message)

@@ -16,7 +16,8 @@ import threading
 from dataclasses import dataclass
 
 from csi_driver import mounts, targets
-from csi_driver.errors import RequestError, already_exists, internal, invalid, precondition
+from csi_driver.errors import (RequestError, aborted, already_exists, internal, invalid,
+                               precondition)
 from csi_driver.requests import Publish, Unpublish
 from csi_driver.volumes import Kind, VolumeSource
 
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 MAX_LAYERS = 64  # a target stacked deeper than this is not the kubelet's doing
 TARGET_FILE_MODE = 0o644
 TARGET_DIR_MODE = 0o750
+# What the target's own syscalls fail with when something else creates,
+# removes or replaces it while a call works on it (the parent is held open).
+_TARGET_RACED = frozenset({errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
+                           errno.ENOTEMPTY, errno.ELOOP})
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,12 @@ class Publisher:
                 target_fd = targets.open_leaf(parent_fd, req.target.leaf)
                 try:
                     _check_kind(req, os.fstat(target_fd))
-                    mounts.bind_mount(req.source.host_path, target_fd, req.readonly)
+                    try:
+                        mounts.bind_mount(req.source.host_path, target_fd, req.readonly)
+                    except mounts.MountError as err:
+                        if os.fstat(target_fd).st_nlink == 0:  # removed since it was opened
+                            raise _changed(req.target, err) from None
+                        raise
                 finally:
                     os.close(target_fd)
             except BaseException:
@@ -92,6 +102,10 @@ class Publisher:
         except mounts.MountError as err:
             raise internal(f"bind mount of {req.source.host_path} onto {req.target.path} failed: "
                            f"{os.strerror(err.errno or 0)}") from None
+        except OSError as err:
+            if err.errno in _TARGET_RACED:
+                raise _changed(req.target, err) from None
+            raise
         finally:
             os.close(parent_fd)
 
@@ -168,11 +182,8 @@ class Publisher:
                              TARGET_FILE_MODE, dir_fd=parent_fd)
                 os.close(fd)
         except FileExistsError:
-            raise RequestError(
-                # Someone else created it between our check and now.
-                __import__("grpc").StatusCode.ABORTED,
-                f"target {req.target.path} appeared while publishing; retry",
-            ) from None
+            # Someone else created it between our check and now.
+            raise aborted(f"target {req.target.path} appeared while publishing; retry") from None
         return True
 
     # ---------------------------------------------------------- unpublish
@@ -204,12 +215,19 @@ class Publisher:
             return layers > 0 or True
         except mounts.MountError as err:
             raise internal(f"unmount of {req.target.path} failed: {os.strerror(err.errno or 0)}") from None
+        except OSError as err:
+            if err.errno in _TARGET_RACED:
+                raise _changed(req.target, err) from None
+            raise
         finally:
             os.close(parent_fd)
 
     def _unmount_all(self, parent_fd: int, target: targets.Target) -> int:
         for layer in range(MAX_LAYERS + 1):
-            fd = targets.open_leaf(parent_fd, target.leaf)
+            try:
+                fd = targets.open_leaf(parent_fd, target.leaf)
+            except FileNotFoundError:  # removed meanwhile: nothing left to unmount
+                return layer
             try:
                 if not mounts.mount_state(fd).is_mount_root:
                     return layer
@@ -227,13 +245,18 @@ class Publisher:
         if stat.S_ISDIR(st.st_mode):
             try:
                 os.rmdir(target.leaf, dir_fd=parent_fd)
+            except FileNotFoundError:
+                pass
             except OSError as err:
                 if err.errno != errno.ENOTEMPTY:
                     raise
                 log.warning("target directory is not empty after unmount; left in place",
                             extra={"target": target.path})
         elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
-            os.unlink(target.leaf, dir_fd=parent_fd)
+            try:
+                os.unlink(target.leaf, dir_fd=parent_fd)
+            except FileNotFoundError:
+                pass
         else:
             log.warning("target is not an empty mount point after unmount; left in place",
                         extra={"target": target.path})
@@ -250,6 +273,8 @@ def _remove_leaf(parent_fd: int, leaf: str, kind: Kind) -> None:
             os.rmdir(leaf, dir_fd=parent_fd)
         else:
             os.unlink(leaf, dir_fd=parent_fd)
+    except FileNotFoundError:
+        pass
     except OSError as err:
         log.warning("could not remove the target created by a failed publish",
                     extra={"leaf": leaf, "error": os.strerror(err.errno or 0)})
@@ -294,4 +319,9 @@ def _check_source(source: VolumeSource) -> os.stat_result:
 def _check_kind(req: Publish, st: os.stat_result) -> None:
     ok = stat.S_ISDIR(st.st_mode) if req.source.kind is Kind.DIRECTORY else stat.S_ISREG(st.st_mode)
     if not ok:
-        raise internal(f"target {req.target.path} changed type while publishing")
+        raise aborted(f"target {req.target.path} changed type while publishing; retry")
+
+
+def _changed(target: targets.Target, err: OSError) -> RequestError:
+    return aborted(f"target {target.path} changed while this call worked on it "
+                   f"({os.strerror(err.errno or 0)}); retry")

@@ -152,3 +152,74 @@ def test_publish_while_a_parent_turns_into_a_symlink(fuzz, level, how):
         f"unpublish codes {dict(unpublish_codes)}; no mount or file outside the pods directory")
     assert publish_codes["OK"], "no publish ever won the race: the test raced nothing"
     assert len(publish_codes) > 1, "no publish ever lost the race: the swapper did not interleave"
+
+
+class LeafSwapper(threading.Thread):
+    """Keeps replacing the target itself with a symlink out, and deleting
+    whatever is there, while the driver creates and mounts it."""
+
+    def __init__(self, target: str, outside: str) -> None:
+        super().__init__(daemon=True)
+        self.target, self.outside = target, outside
+        self.spare = os.path.join(os.path.dirname(target), ".spare-link")
+        self.swaps = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            for step in (lambda: os.symlink(self.outside, self.spare),
+                         lambda: os.rename(self.spare, self.target),
+                         lambda: os.unlink(self.target),
+                         lambda: os.rmdir(self.target)):
+                try:
+                    step()
+                except OSError:  # EBUSY on a mount point, EISDIR, ENOENT...
+                    pass
+            self.swaps += 1
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=10)
+        assert not self.is_alive()
+        for path in (self.spare, self.target):
+            if os.path.islink(path):
+                os.unlink(path)
+
+
+def test_publish_while_the_target_itself_is_swapped(fuzz):
+    layout = fuzz.layout
+    volume_dir = os.path.join(layout.pods_dir, "race-leaf", "volumes", CSI, "vol")
+    os.makedirs(volume_dir, 0o750)
+    target = os.path.join(volume_dir, "mount")
+    fuzz.settle()
+    baseline_mounts = harness.mount_points(fuzz.pid)
+    baseline_outside = harness.tree(layout.outside, mtimes=True)
+    pods_prefix = os.fsencode(layout.pods_dir) + b"/"
+    publish_codes: collections.Counter = collections.Counter()
+    unpublish_codes: collections.Counter = collections.Counter()
+    swapper = LeafSwapper(target, os.path.join(layout.outside, "secret.txt"))
+    started = time.monotonic()
+    swapper.start()
+    try:
+        for attempt in range(ATTEMPTS):
+            code, _ = fuzz.call(PUBLISH, _request(target, attempt))
+            publish_codes[code.name] += 1
+            for _ in range(10_000):
+                added = harness.difference(harness.mount_points(fuzz.pid), baseline_mounts)
+                assert all(m.startswith(pods_prefix) for m in added), added
+                assert harness.tree(layout.outside, mtimes=True) == baseline_outside
+                if not added:
+                    break
+                code, _ = fuzz.call(UNPUBLISH, csi_pb2.NodeUnpublishVolumeRequest(
+                    volume_id="csi-race", target_path=target))
+                unpublish_codes[code.name] += 1
+            assert not added, f"could not unpublish {added} while racing"
+    finally:
+        swapper.stop()
+    elapsed = time.monotonic() - started
+    fuzz.check()
+    harness.report(
+        f"race[leaf]: {ATTEMPTS} publish attempts raced {swapper.swaps} replacements of the target "
+        f"in {elapsed:.1f}s; publish codes {dict(publish_codes)}, "
+        f"unpublish codes {dict(unpublish_codes)}; no mount or file outside the pods directory")
+    assert publish_codes["OK"] and len(publish_codes) > 1
