@@ -8,6 +8,8 @@ UNKNOWN or INTERNAL, and keep serving.
 
 from __future__ import annotations
 
+import os
+
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import HealthCheck, given, settings
@@ -146,3 +148,26 @@ def test_arbitrary_bytes_on_the_wire(counted):
         fuzz.check()
 
     run()
+
+
+def test_oversized_messages(counted):
+    """Just under gRPC's 4 MiB receive limit the driver validates the request;
+    above it gRPC itself refuses with RESOURCE_EXHAUSTED. Either way it keeps
+    serving."""
+    fuzz = counted
+    limit = 4 * 1024 * 1024
+    base = csi_pb2.NodePublishVolumeRequest(
+        volume_id=strategies.VOLUME_IDS[0],
+        volume_capability=csi_pb2.VolumeCapability(
+            mount=csi_pb2.VolumeCapability.MountVolume(),
+            access_mode=csi_pb2.VolumeCapability.AccessMode(mode=1)),
+        volume_context={"type": "DSDSocket"}).SerializeToString()
+    for size, expected in ((limit - len(base) - 16, grpc.StatusCode.INVALID_ARGUMENT),
+                           (limit + 1, grpc.StatusCode.RESOURCE_EXHAUSTED),
+                           (64 * limit, grpc.StatusCode.RESOURCE_EXHAUSTED)):
+        path = fuzz.layout.target("good", "a", "")
+        payload = base + length_delimited(4, os.fsencode(path + "m" * (size - len(path))))
+        code, details = fuzz.send("/csi.v1.Node/NodePublishVolume", payload, f"{size} bytes",
+                                  allowed=harness.ALLOWED | {grpc.StatusCode.RESOURCE_EXHAUSTED})
+        assert code == expected, (size, code, details)
+        fuzz.check()
