@@ -3,8 +3,8 @@
 Sizes: FUZZ_EXAMPLES sets the examples per fuzz test (default in
 ``harness.DEFAULT_EXAMPLES``), FUZZ_RACE_ATTEMPTS the publishes per race
 variant. Every test reports how many inputs it tried and the status codes it
-got; the lines are repeated in the terminal summary and, when FUZZ_REPORT names
-a file, appended to it.
+got; the lines are repeated in the terminal summary and appended to the file
+FUZZ_REPORT names (default: fuzz-figures.txt in pytest's temporary directory).
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ def start(root: str) -> harness.Fuzz:
     fuzz = harness.Fuzz(layout, driver)
     fuzz.settle()
     return fuzz
+
+
+@pytest.fixture(scope="session", autouse=True)
+def figures_file(tmp_path_factory):
+    if harness.REPORT_FILE is None:
+        harness.REPORT_FILE = str(tmp_path_factory.getbasetemp() / "fuzz-figures.txt")
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +52,4 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("fuzz figures")
         for line in harness.FIGURES:
             terminalreporter.write_line(line)
+        terminalreporter.write_line(f"(also in {harness.REPORT_FILE})")

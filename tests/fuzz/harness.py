@@ -39,8 +39,10 @@ ALLOWED = frozenset({
 })
 SERVICES = ("Identity", "Node")
 DEFAULT_EXAMPLES = 1000
-# Every fuzz result line of the session, shown in the terminal summary.
+# Every fuzz result line of the session, shown in the terminal summary and
+# appended to REPORT_FILE (FUZZ_REPORT, else a file in pytest's temp dir).
 FIGURES: list[str] = []
+REPORT_FILE: str | None = os.environ.get("FUZZ_REPORT")
 
 
 def examples(default: int = DEFAULT_EXAMPLES) -> int:
@@ -52,9 +54,8 @@ def report(line: str) -> None:
     """Show ``line`` in the test's output (-s, -rA) and in the terminal summary."""
     FIGURES.append(line)
     print(line)
-    path = os.environ.get("FUZZ_REPORT")
-    if path:
-        with open(path, "a", encoding="utf-8") as out:
+    if REPORT_FILE:
+        with open(REPORT_FILE, "a", encoding="utf-8") as out:
             out.write(line + "\n")
 
 
