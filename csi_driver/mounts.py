@@ -22,7 +22,9 @@ import ctypes
 import errno
 import os
 import platform
+import re
 from dataclasses import dataclass
+from typing import Iterator
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -58,12 +60,18 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 class MountError(OSError):
-    pass
+    def __init__(self, errno_: int, message: str, call: str = "") -> None:
+        super().__init__(errno_, message)
+        self.call = call  # the syscall that failed: open_tree names the source, the rest the target
+
+    @property
+    def source_missing(self) -> bool:
+        return self.call in ("open_tree", "mount") and self.errno == errno.ENOENT
 
 
 def _raise(call: str, path: str) -> None:
     err = ctypes.get_errno()
-    raise MountError(err, f"{call} failed on {path}: {os.strerror(err)}")
+    raise MountError(err, f"{call} failed on {path}: {os.strerror(err)}", call)
 
 
 class _MountAttr(ctypes.Structure):
@@ -134,14 +142,26 @@ def mount_state(fd: int) -> MountState:
     return MountState(_in_mountinfo(os.readlink(fd_path(fd))), 0)
 
 
+MOUNTINFO = "/proc/self/mountinfo"
+_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
+
+
+def _unescape(field: bytes) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    return os.fsdecode(_OCTAL_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), field))
+
+
+def mount_table(mountinfo: str = MOUNTINFO) -> Iterator[tuple[str, str]]:
+    """(mount root inside its filesystem, mount point) for every mount, in order."""
+    with open(mountinfo, "rb") as table:
+        for line in table:
+            fields = line.split(b" ", 5)
+            yield _unescape(fields[3]), _unescape(fields[4])
+
+
 def _in_mountinfo(path: str) -> bool:
     """Fallback for kernels before 5.8: linear scan of this namespace's mount table."""
-    with open("/proc/self/mountinfo", "rb") as table:
-        for line in table:
-            mount_point = line.split(b" ", 5)[4].decode("unicode_escape")
-            if mount_point == path:
-                return True
-    return False
+    return any(mount_point == path for _root, mount_point in mount_table())
 
 
 _new_api_usable = _NEW_API

@@ -114,7 +114,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
                 target = targets.parse(request.volume_path, self._config.pods_dir, "volume_path")
             except RequestError as err:
                 raise not_found(f"no volume published at {request.volume_path!r}: {err.message}") from None
-            return volume_stats.stats(target, self._publisher, self._config)
+            return volume_stats.stats(request.volume_id, target, self._publisher, self._config)
         except RequestError as err:
             context.abort(err.code, err.message)
 

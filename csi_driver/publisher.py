@@ -100,6 +100,9 @@ class Publisher:
             self._remember(req.target.path, Published(req.volume_id, req.source, req.readonly))
             return True
         except mounts.MountError as err:
+            if err.source_missing:  # the agent removed its socket after the check (restarting)
+                raise precondition(f"{req.source.host_path} disappeared while publishing; the "
+                                   "Datadog Agent may be restarting, retry") from None
             raise internal(f"bind mount of {req.source.host_path} onto {req.target.path} failed: "
                            f"{os.strerror(err.errno or 0)}") from None
         except OSError as err:

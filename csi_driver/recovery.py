@@ -22,37 +22,27 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import stat
 
-from csi_driver import targets
+from csi_driver import mounts, targets
 from csi_driver.config import Config
 from csi_driver.errors import RequestError
 from csi_driver.publisher import Published, Publisher
 from csi_driver.volumes import Kind, VolumeSource, sockets
 
 log = logging.getLogger(__name__)
-MOUNTINFO = "/proc/self/mountinfo"
+MOUNTINFO = mounts.MOUNTINFO
 UNKNOWN_TYPE = "unknown"
-_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
 _DELETED = "//deleted"
-
-
-def _unescape(field: bytes) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    return os.fsdecode(_OCTAL_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), field))
 
 
 def mount_points_under(directory: str, mountinfo: str = MOUNTINFO) -> dict[str, str]:
     """Mount point -> mount root (the source path inside its filesystem)."""
     prefix = directory.rstrip("/") + "/"
     found: dict[str, str] = {}
-    with open(mountinfo, "rb") as table:
-        for line in table:
-            fields = line.split(b" ", 5)
-            mount_point = _unescape(fields[4])
-            if mount_point.startswith(prefix):
-                found[mount_point] = _unescape(fields[3])
+    for root, mount_point in mounts.mount_table(mountinfo):
+        if mount_point.startswith(prefix):
+            found[mount_point] = root
     return found
 
 

@@ -61,7 +61,7 @@ def condition(target_fd: int, source_path: str | None, kind: Kind, config: Confi
         source_path or " or ".join(candidates)))
 
 
-def stats(target: targets.Target, publisher: Publisher, config: Config
+def stats(volume_id: str, target: targets.Target, publisher: Publisher, config: Config
           ) -> csi_pb2.NodeGetVolumeStatsResponse:
     missing = not_found(f"no volume is published at {target.path}")
     try:
@@ -78,6 +78,9 @@ def stats(target: targets.Target, publisher: Publisher, config: Config
                 raise missing
             st = os.fstat(fd)
             known = publisher.lookup(target.path)
+            if known is not None and known.volume_id and known.volume_id != volume_id:
+                raise not_found(f"volume {volume_id} is not published at {target.path} "
+                                f"(volume {known.volume_id} is)")
             kind = known.source.kind if known else (
                 Kind.DIRECTORY if stat.S_ISDIR(st.st_mode) else Kind.SOCKET)
             source_path = known.source.host_path if known else None

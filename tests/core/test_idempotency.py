@@ -137,3 +137,19 @@ def test_republish_when_source_directory_is_read_only(driver, agent, kubelet_roo
         driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
     finally:
         os.system(f"umount {directory}")
+
+
+def test_volume_stats_checks_the_volume_id(driver, kubelet_root):
+    from csi_driver.csi.v1 import csi_pb2
+
+    uid = str(uuid.uuid4())
+    target = kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+    request = kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocket"})
+    driver.node.NodePublishVolume(request)
+    stats = driver.node.NodeGetVolumeStats(csi_pb2.NodeGetVolumeStatsRequest(
+        volume_id=request.volume_id, volume_path=target))
+    assert not stats.volume_condition.abnormal
+    with pytest.raises(grpc.RpcError) as err:
+        driver.node.NodeGetVolumeStats(csi_pb2.NodeGetVolumeStatsRequest(
+            volume_id="csi-another", volume_path=target))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
