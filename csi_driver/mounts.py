@@ -11,9 +11,12 @@ read-only before anyone can see it, and attached straight onto the target fd.
 Older kernels fall back to ``mount(2)`` through ``/proc/self/fd/N`` followed by
 a read-only remount.
 
-Mount-point detection uses ``statx``'s ``STATX_ATTR_MOUNT_ROOT`` (Linux >= 5.8),
-which costs one syscall however many mounts the node has. Kernels without it
-fall back to scanning ``/proc/self/mountinfo`` (linear in the mount table).
+Mount-point detection uses ``statx``'s ``STATX_ATTR_MOUNT_ROOT`` (Linux >= 5.8)
+on the target's fd, which costs one syscall however many mounts the node has
+(``bench/run.sh`` measures it flat from 10 to 10,000 mounts). Where that
+attribute is unavailable (older kernels, a C library without ``statx``, or a
+``statx`` that fails) it falls back to scanning ``/proc/self/mountinfo``, which
+is linear in the mount table (about 30 ms at 10,000 mounts).
 """
 
 from __future__ import annotations
@@ -215,15 +218,16 @@ def _bind_mount_classic(source: str, target_fd: int, readonly: bool) -> None:
 
 
 def unmount(mount_root_fd: int) -> None:
-    """Unmount the mount whose root is behind ``mount_root_fd``.
+    """Unmount the mount whose root is behind ``mount_root_fd``, lazily.
 
-    A busy mount (some process still holds a file in it) is detached lazily:
-    the kubelet only unpublishes after the pod's containers are gone, so what
-    remains is a straggler that must not keep the volume published forever.
+    The unmount goes through ``mount_root_fd`` so that exactly the validated
+    mount is removed, and that descriptor itself holds a reference to the
+    mount: a plain ``umount2`` would always fail with EBUSY. So the mount is
+    detached (``MNT_DETACH``): it leaves the mount table at once and is freed
+    when the last reference goes, ours included. That is also right for a
+    mount some process still uses: the kubelet only unpublishes after the
+    pod's containers are gone, so what remains is a straggler that must not
+    keep the volume published forever.
     """
-    path = fd_path(mount_root_fd).encode()
-    if _libc.umount2(path, 0) == 0:
-        return
-    if ctypes.get_errno() == errno.EBUSY and _libc.umount2(path, MNT_DETACH) == 0:
-        return
-    _raise("umount2", os.readlink(fd_path(mount_root_fd)))
+    if _libc.umount2(fd_path(mount_root_fd).encode(), MNT_DETACH) != 0:
+        _raise("umount2", os.readlink(fd_path(mount_root_fd)))
