@@ -41,6 +41,10 @@ class Published:
 class Publisher:
     def __init__(self) -> None:
         self._published: dict[str, Published] = {}
+        # Entries of _published per volume type, kept in step by _remember:
+        # every call reports the published-volumes gauge, and counting by
+        # scanning _published made each call linear in the volumes on the node.
+        self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def published(self) -> dict[str, Published]:
@@ -49,7 +53,7 @@ class Publisher:
 
     def count(self, volume_type: str) -> int:
         with self._lock:
-            return sum(1 for entry in self._published.values() if entry.source.type == volume_type)
+            return self._counts.get(volume_type, 0)
 
     def lookup(self, target_path: str) -> Published | None:
         with self._lock:
@@ -61,10 +65,16 @@ class Publisher:
 
     def _remember(self, target_path: str, entry: Published | None) -> None:
         with self._lock:
-            if entry is None:
-                self._published.pop(target_path, None)
-            else:
+            old = self._published.pop(target_path, None)
+            if old is not None:
+                left = self._counts[old.source.type] - 1
+                if left:
+                    self._counts[old.source.type] = left
+                else:
+                    del self._counts[old.source.type]
+            if entry is not None:
                 self._published[target_path] = entry
+                self._counts[entry.source.type] = self._counts.get(entry.source.type, 0) + 1
 
     # ------------------------------------------------------------ publish
 
