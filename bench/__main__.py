@@ -42,14 +42,15 @@ class Plan:
     warmup_pairs: int
     memory_cycles: int
     cold_starts: int
+    rounds: int  # passes over the mount-table sizes; each count above is split over them
 
 
-FULL = Plan(floor_pairs=2000, exec_pairs=100, statx_checks=5000, mountinfo_checks=30,
-            latency_per_type=1000, throughput_pairs=3000, warmup_pairs=400,
-            memory_cycles=10_000, cold_starts=5)
+FULL = Plan(floor_pairs=3000, exec_pairs=90, statx_checks=6000, mountinfo_checks=30,
+            latency_per_type=1500, throughput_pairs=3000, warmup_pairs=400,
+            memory_cycles=10_000, cold_starts=5, rounds=3)
 QUICK = Plan(floor_pairs=50, exec_pairs=3, statx_checks=50, mountinfo_checks=3,
              latency_per_type=10, throughput_pairs=64, warmup_pairs=20,
-             memory_cycles=200, cold_starts=1)
+             memory_cycles=200, cold_starts=1, rounds=1)
 
 # Targets (the issue's): what each figure must reach.
 FLOOR_RATIO_MAX = 20.0
@@ -143,36 +144,60 @@ def measure(plan: Plan, quick: bool, work: str) -> int:
     driver.stop()
 
     # 1-5, at each mount-table size, against one driver process that shares
-    # this namespace (so it sees every filler mount).
+    # this namespace (so it sees every filler mount). The sizes are visited in
+    # several rounds, up and down, so that a noisy spell on the machine falls on
+    # all of them rather than on whichever came first; samples are pooled.
     driver, _ = new_driver("main")
     driver_calls.cycles(driver, kube, plan.warmup_pairs)
-    results = {}
-    for size in SIZES:
-        filler.grow_to(size)
-        table = floor.mount_table_size()
-        progress(f"{size:,} filler mounts ({table:,} in the table)")
-        probe_point = filler.last
-        r = {"table": table}
-        r["floor_fd"] = floor.pair_driver_mounts(agent.dsd_path, floor_target, plan.floor_pairs)
-        r["floor_plain"] = floor.pair_plain_syscalls(agent.dsd_path, floor_target, plan.floor_pairs)
-        r["floor_crowded"] = floor.pair_plain_syscalls(crowded_source, floor_target,
-                                                       plan.floor_pairs)
-        r["exec"] = floor.pair_exec(agent.dsd_path, floor_target, plan.exec_pairs)
-        r["statx"] = floor.check_statx(probe_point, plan.statx_checks)
-        r["mountinfo"] = floor.check_mountinfo(probe_point, plan.mountinfo_checks)
-        r["latency"] = driver_calls.latency(driver, kube, plan.latency_per_type)
-        r["throughput"] = {c: driver_calls.throughput(driver, kube, c, plan.throughput_pairs)
-                           for c in CALLERS}
-        results[size] = r
+    results = {size: {"floor_fd": [], "floor_plain": [], "floor_crowded": [], "exec": [],
+                      "statx": [], "mountinfo": [], "empty": [],
+                      "latency": driver_calls.Latencies.empty(),
+                      "throughput": {c: [] for c in CALLERS}} for size in SIZES}
+    share = lambda count: max(1, count // plan.rounds)  # noqa: E731
+    for round_ in range(plan.rounds):
+        for size in (SIZES if round_ % 2 == 0 else SIZES[::-1]):
+            filler.resize(size)
+            progress(f"round {round_ + 1}/{plan.rounds}: {size:,} filler mounts "
+                     f"({floor.mount_table_size():,} in the table)")
+            r = results[size]
+            r["floor_fd"] += floor.pair_driver_mounts(agent.dsd_path, floor_target,
+                                                      share(plan.floor_pairs))
+            r["floor_plain"] += floor.pair_plain_syscalls(agent.dsd_path, floor_target,
+                                                          share(plan.floor_pairs))
+            r["floor_crowded"] += floor.pair_plain_syscalls(crowded_source, floor_target,
+                                                            share(plan.floor_pairs))
+            r["exec"] += floor.pair_exec(agent.dsd_path, floor_target, share(plan.exec_pairs))
+            r["statx"] += floor.check_statx(filler.last, share(plan.statx_checks))
+            r["mountinfo"] += floor.check_mountinfo(filler.last, share(plan.mountinfo_checks))
+            r["empty"] += driver_calls.empty_pairs(driver, share(plan.latency_per_type))
+            r["latency"].extend(driver_calls.latency(driver, kube,
+                                                     share(plan.latency_per_type)))
+            for c in CALLERS:
+                pairs = share(plan.throughput_pairs)
+                r["throughput"][c].append((pairs, driver_calls.throughput(driver, kube, c, pairs)))
+    for r in results.values():  # pairs/s over all rounds: total pairs over total time
+        r["throughput"] = {c: sum(n for n, _ in runs) / sum(n / rate for n, rate in runs)
+                           for c, runs in r["throughput"].items()}
     driver.stop()
+
+    # 7 again, on the full node: start-up reads the mount table once to adopt
+    # earlier mounts, so this shows what that costs at 10,000 mounts.
+    progress(f"cold start at {SIZES[-1]:,} filler mounts")
+    starts_full = []
+    for i in range(plan.cold_starts):
+        driver, seconds = new_driver(f"cold-full{i}")
+        driver.stop()
+        starts_full.append(seconds)
     agent.stop()
 
-    print(report(plan, quick, baseline_mounts, results, starts, rss_idle, rss_after))
+    print(report(plan, quick, baseline_mounts, results, {0: starts, SIZES[-1]: starts_full},
+                 rss_idle, rss_after))
     return 0
 
 
-def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict, starts: list[float],
-           rss_idle: dict[str, int], rss_after: dict[str, int]) -> str:
+def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
+           starts: dict[int, list[float]], rss_idle: dict[str, int], rss_after: dict[str, int]
+           ) -> str:
     out = [
         f"Datadog CSI node driver benchmark ({'quick: counts too small to judge' if quick else 'full'})",
         f"Linux {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
@@ -210,6 +235,9 @@ def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict, starts:
         ("volume type", "filler mounts", "publish p50", "p99", "unpublish p50", "p99",
          "pair p50", "p99", "pair p50 vs floor"))
     for size, r in results.items():
+        s3.add("2 empty calls (NodeGetInfo)", fmt_count(size), "", "", "", "",
+               fmt_seconds(p50(r["empty"])), fmt_seconds(p99(r["empty"])),
+               fmt_ratio(p50(r["empty"]) / p50(r["floor_fd"])))
         lat = r["latency"]
         for label, keys in [(t, [t]) for t in TYPES] + [("all types", list(TYPES))]:
             pub = [x for k in keys for x in lat.publish[k]]
@@ -232,9 +260,11 @@ def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict, starts:
     s6.add("growth", fmt_mb(growth), "")
 
     s7 = Section("[7] Cold start: process start to the first successful Probe",
-                 ("starts", "median", "max"))
-    cold = statistics.median(starts)
-    s7.add(str(len(starts)), fmt_seconds(cold), fmt_seconds(max(starts)))
+                 ("mount table", "starts", "median", "max"))
+    for size, times in starts.items():
+        s7.add(f"{fmt_count(size)} filler mounts", str(len(times)), fmt_seconds(statistics.median(times)),
+               fmt_seconds(max(times)))
+    cold = max(statistics.median(times) for times in starts.values())
 
     small, large = results[SIZES[0]], results[SIZES[-1]]
 
@@ -268,7 +298,8 @@ def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict, starts:
            verdict(rss_idle["VmRSS"] <= RSS_IDLE_MAX_KIB))
     st.add(f"RSS growth over {plan.memory_cycles:,} cycles", fmt_mb(growth),
            f"< {fmt_mb(RSS_GROWTH_MAX_KIB)}", verdict(growth < RSS_GROWTH_MAX_KIB))
-    st.add("cold start (median)", fmt_seconds(cold), f"< {COLD_START_MAX:g} s",
+    st.add(f"cold start (median; worse of 0 and {SIZES[-1]:,} mounts)", fmt_seconds(cold),
+           f"< {COLD_START_MAX:g} s",
            verdict(cold < COLD_START_MAX))
     st.add(f"exec pair over syscall pair ({SIZES[0]} mounts)",
            fmt_ratio(p50(small["exec"]) / p50(small["floor_fd"])), "", "")

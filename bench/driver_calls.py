@@ -82,11 +82,34 @@ class Latencies:
     unpublish: dict[str, list[float]]
     pair: dict[str, list[float]]
 
+    @classmethod
+    def empty(cls) -> "Latencies":
+        return cls({t: [] for t in TYPES}, {t: [] for t in TYPES}, {t: [] for t in TYPES})
+
+    def extend(self, other: "Latencies") -> None:
+        for mine, theirs in ((self.publish, other.publish), (self.unpublish, other.unpublish),
+                             (self.pair, other.pair)):
+            for volume_type, samples in theirs.items():
+                mine[volume_type].extend(samples)
+
+
+def empty_pairs(driver: DriverProcess, count: int) -> list[float]:
+    """Two back-to-back NodeGetInfo calls: the gRPC round trips of a pair, with no work."""
+    node = driver.node
+    request = csi_pb2.NodeGetInfoRequest()
+    samples = []
+    for _ in range(count):
+        started = _clock()
+        node.NodeGetInfo(request, timeout=30)
+        node.NodeGetInfo(request, timeout=30)
+        samples.append(_clock() - started)
+    return samples
+
 
 def latency(driver: DriverProcess, kube: Kubelet, per_type: int) -> Latencies:
     """One caller, one call at a time; types interleaved so noise falls on all alike."""
     node = driver.node
-    result = Latencies({t: [] for t in TYPES}, {t: [] for t in TYPES}, {t: [] for t in TYPES})
+    result = Latencies.empty()
     volumes = kube.volumes(per_type * len(TYPES))
     try:
         for volume in volumes:

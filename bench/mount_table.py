@@ -5,9 +5,10 @@ so they all share one parent mount with the targets the driver mounts onto.
 The filler does the same: each filler is a bind mount of one small directory
 onto its own directory beside the kubelet tree, on the same mount. That
 placement matters: the kernel's bind-mount cost grows with the number of
-mounts sharing the target's parent mount (the floor rows show it), which a
-filler on a separate mount would hide. Fillers only ever grow; the private
-namespace takes them away when the benchmark exits.
+mounts sharing the *source's* mount (the "source on the fillers' mount"
+floor row shows it), so the agent's socket directory gets a mount of its own,
+as the hostPath volume holding it has in the driver's container. Whatever
+fillers are left when the benchmark exits go with its private namespace.
 """
 
 from __future__ import annotations
@@ -24,14 +25,21 @@ class Filler:
         self.count = 0
         os.makedirs(self.source, exist_ok=True)
 
-    def grow_to(self, count: int) -> None:
+    def _point(self, index: int) -> str:
+        return os.path.join(self.base, f"m{index:05d}")
+
+    def resize(self, count: int) -> None:
+        """Add or remove filler mounts (newest first) until there are ``count``."""
         while self.count < count:
-            point = os.path.join(self.base, f"m{self.count:05d}")
-            os.mkdir(point)
+            point = self._point(self.count)
+            os.makedirs(point, exist_ok=True)
             floor.bind(self.source, point)
             self.count += 1
+        while self.count > count:
+            self.count -= 1
+            floor.unmount(self._point(self.count))
 
     @property
     def last(self) -> str:
         """The newest filler mount: the last line of mountinfo, the worst case for a scan."""
-        return os.path.join(self.base, f"m{self.count - 1:05d}")
+        return self._point(self.count - 1)

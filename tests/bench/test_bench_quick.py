@@ -27,6 +27,8 @@ ROWS = [
     ("idle, after start", False),
     ("publish/unpublish cycles", False),
     ("growth", False),
+    ("0 filler mounts", False),
+    ("10,000 filler mounts", False),
 ]
 SECTIONS = ("[1] Floor", "[2] Reference approaches", "[3] Latency", "[4] Throughput",
             "[6] Driver resident memory", "[7] Cold start", "Targets and ratios")
@@ -36,7 +38,7 @@ TARGETS = (
     "32 callers, pairs/s",
     "RSS idle",
     "RSS growth over",
-    "cold start (median)",
+    "cold start (median;",
 )
 
 
