@@ -247,7 +247,8 @@ def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
                    fmt_seconds(p50(unpub)), fmt_seconds(p99(unpub)), fmt_seconds(p50(pair)),
                    fmt_seconds(p99(pair)), fmt_ratio(p50(pair) / p50(r["floor_fd"])))
 
-    s4 = Section("[4] Throughput: publish+unpublish pairs per second, concurrent callers on one channel",
+    s4 = Section("[4] Throughput: publish+unpublish pairs per second; callers are asyncio tasks "
+                 "sharing one channel",
                  ("filler mounts", *(f"{c} caller{'s' if c > 1 else ''}" for c in CALLERS)))
     for size, r in results.items():
         s4.add(fmt_count(size), *(fmt_count(r["throughput"][c]) for c in CALLERS))
