@@ -45,9 +45,9 @@ class Plan:
     rounds: int  # passes over the mount-table sizes; each count above is split over them
 
 
-FULL = Plan(floor_pairs=3000, exec_pairs=90, statx_checks=6000, mountinfo_checks=30,
-            latency_per_type=1500, throughput_pairs=3000, warmup_pairs=400,
-            memory_cycles=10_000, cold_starts=5, rounds=3)
+FULL = Plan(floor_pairs=4000, exec_pairs=100, statx_checks=8000, mountinfo_checks=40,
+            latency_per_type=2000, throughput_pairs=4000, warmup_pairs=400,
+            memory_cycles=10_000, cold_starts=5, rounds=4)
 QUICK = Plan(floor_pairs=50, exec_pairs=3, statx_checks=50, mountinfo_checks=3,
              latency_per_type=10, throughput_pairs=64, warmup_pairs=20,
              memory_cycles=200, cold_starts=1, rounds=1)
