@@ -7,16 +7,14 @@ duration) and one metrics observation, whatever path it takes.
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import grpc
 
-from csi_driver import requests, targets
+from csi_driver import requests, targets, volume_stats
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.errors import RequestError, invalid, not_found
-from csi_driver import volume_stats
 from csi_driver.locks import KeyedLocks
 from csi_driver.metrics import FAILED, SUCCESS, UNSUPPORTED, Metrics
 from csi_driver.publisher import Publisher
@@ -44,11 +42,9 @@ class NodeService(csi_pb2_grpc.NodeServicer):
     # ------------------------------------------------------------ publish
 
     def NodePublishVolume(self, request, context):  # noqa: N802 (gRPC method names)
-        started = time.perf_counter()
-        volume_type = _label(request.volume_context.get("type", ""))
-        path = ""
-        status, code, message = SUCCESS, grpc.StatusCode.OK, "published"
-        try:
+        call = _Call("NodePublishVolume", "published")
+        volume_type, path = _label(request.volume_context.get("type", "")), ""
+        with call:
             req = requests.publish(request, self._config)
             volume_type, path = req.source.type, req.source.host_path
             if req.source.deprecation:
@@ -56,52 +52,29 @@ class NodeService(csi_pb2_grpc.NodeServicer):
                             extra={"volume_id": req.volume_id, "type": req.source.type})
             with self._locks.hold("volume:" + req.volume_id, "target:" + req.target.path):
                 if not self._publisher.publish(req):
-                    message = "already published"
+                    call.message = "already published"
             self._metrics.published_volumes.labels(type=volume_type).set(
                 self._publisher.count(volume_type))
-            return csi_pb2.NodePublishVolumeResponse()
-        except RequestError as err:
-            status = UNSUPPORTED if err.unsupported else FAILED
-            code, message = err.code, err.message
-            context.abort(code, message)
-        except Exception as err:  # a bug or an unexpected OS error: never a silent success
-            status, code, message = FAILED, grpc.StatusCode.INTERNAL, f"unexpected error: {err}"
-            log.exception("NodePublishVolume failed unexpectedly")
-            context.abort(code, message)
-        finally:
-            elapsed = time.perf_counter() - started
-            self._metrics.publish(volume_type, path, status, elapsed)
-            _log_call("NodePublishVolume", request.volume_id, request.target_path, volume_type,
-                      code, message, elapsed, readonly=request.readonly)
+        self._metrics.publish(volume_type, path, call.status, call.elapsed)
+        call.log(request.volume_id, request.target_path, volume_type, readonly=request.readonly)
+        return call.answer(context, csi_pb2.NodePublishVolumeResponse())
 
     def NodeUnpublishVolume(self, request, context):  # noqa: N802
-        started = time.perf_counter()
-        status, code, message = SUCCESS, grpc.StatusCode.OK, "unpublished"
+        call = _Call("NodeUnpublishVolume", "unpublished")
         volume_type = ""
-        try:
+        with call:
             req = requests.unpublish(request, self._config)
             with self._locks.hold("volume:" + req.volume_id, "target:" + req.target.path):
                 known = self._publisher.lookup(req.target.path)
                 volume_type = known.source.type if known else ""
                 if not self._publisher.unpublish(req):
-                    message = "target already gone"
+                    call.message = "target already gone"
             if volume_type:
                 self._metrics.published_volumes.labels(type=volume_type).set(
                     self._publisher.count(volume_type))
-            return csi_pb2.NodeUnpublishVolumeResponse()
-        except RequestError as err:
-            status = UNSUPPORTED if err.unsupported else FAILED
-            code, message = err.code, err.message
-            context.abort(code, message)
-        except Exception as err:
-            status, code, message = FAILED, grpc.StatusCode.INTERNAL, f"unexpected error: {err}"
-            log.exception("NodeUnpublishVolume failed unexpectedly")
-            context.abort(code, message)
-        finally:
-            elapsed = time.perf_counter() - started
-            self._metrics.unpublish(status, elapsed)
-            _log_call("NodeUnpublishVolume", request.volume_id, request.target_path, volume_type,
-                      code, message, elapsed)
+        self._metrics.unpublish(call.status, call.elapsed)
+        call.log(request.volume_id, request.target_path, volume_type)
+        return call.answer(context, csi_pb2.NodeUnpublishVolumeResponse())
 
     # ------------------------------------------------------- volume stats
 
@@ -140,6 +113,48 @@ class NodeService(csi_pb2_grpc.NodeServicer):
     def NodeExpandVolume(self, request, context):  # noqa: N802
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "NodeExpandVolume is not supported: "
                       "socket volumes have no size")
+
+
+class _Call:
+    """The outcome of one publish or unpublish, whatever path it takes.
+
+    Used as ``with call:`` around the work: a ``RequestError`` becomes its
+    status, anything else INTERNAL (never a silent success). The caller then
+    records metrics and the log line, and ``answer`` replies or aborts.
+    """
+
+    def __init__(self, method: str, message: str) -> None:
+        self.method = method
+        self.status, self.code, self.message = SUCCESS, grpc.StatusCode.OK, message
+        self._started = time.perf_counter()
+        self.elapsed = 0.0
+
+    def __enter__(self) -> "_Call":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.elapsed = time.perf_counter() - self._started
+        if exc is None:
+            return False
+        if isinstance(exc, RequestError):
+            self.status = UNSUPPORTED if exc.unsupported else FAILED
+            self.code, self.message = exc.code, exc.message
+        elif isinstance(exc, Exception):
+            self.status, self.code = FAILED, grpc.StatusCode.INTERNAL
+            self.message = f"unexpected error: {exc}"
+            log.error(f"{self.method} failed unexpectedly", exc_info=(exc_type, exc, tb))
+        else:
+            return False  # KeyboardInterrupt, SystemExit: not ours to swallow
+        return True
+
+    def log(self, volume_id: str, target: str, volume_type: str, **fields: object) -> None:
+        _log_call(self.method, volume_id, target, volume_type, self.code, self.message,
+                  self.elapsed, **fields)
+
+    def answer(self, context, response):
+        if self.code != grpc.StatusCode.OK:
+            context.abort(self.code, self.message)
+        return response
 
 
 def _log_call(method: str, volume_id: str, target: str, volume_type: str, code: grpc.StatusCode,

@@ -153,3 +153,18 @@ def test_bad_flag_value_exits_with_message():
     result = subprocess.run([sys.executable, "-m", "csi_driver", "--metrics-port", "http"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "--metrics-port" in result.stderr
+
+
+def test_sigterm_right_after_start_always_stops(tmp_path, kubelet_root, agent):
+    """A SIGTERM may land on any thread (often one of gRPC's); the driver must
+    still stop promptly, however soon after start-up it arrives."""
+    for attempt in range(30):
+        workdir = tmp_path / str(attempt)
+        workdir.mkdir()
+        process = DriverProcess(str(workdir), kubelet_root, agent.dsd_path,
+                                agent.apm_path).start()
+        try:
+            assert process.terminate(timeout=10) == 0
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail(f"driver ignored SIGTERM on start {attempt}:\n{process.logs()}")

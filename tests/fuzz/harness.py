@@ -185,7 +185,7 @@ class Layout:
             Plant("kubelet/pods/link-pod", "link", os.path.join(self.outside, "pod")),
             Plant("kubelet/pods/vlink", "dir"),
             Plant("kubelet/pods/vlink/volumes", "link", os.path.join(self.outside, "pod", "volumes")),
-            Plant(f"kubelet/pods/clink/volumes", "dir"),
+            Plant("kubelet/pods/clink/volumes", "dir"),
             Plant(f"kubelet/pods/clink/volumes/{CSI}", "link",
                   os.path.join(self.outside, "pod", "volumes", CSI)),
             Plant("kubelet/pods/notdir", "dir"),
