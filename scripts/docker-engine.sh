@@ -66,7 +66,9 @@ fi
 settle_existing_dockerd() {
     local pid
     pid="$(cat /var/run/docker.pid 2>/dev/null || true)"
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    # The pid file outlives a killed dockerd and its pid may now be another
+    # process's: only a process that really is dockerd is waited for or stopped.
+    if [ -n "$pid" ] && [ "$(cat "/proc/${pid}/comm" 2>/dev/null)" = dockerd ]; then
         log "dockerd pid ${pid} exists but does not answer yet; waiting"
         for _ in $(seq 1 $((DOCKERD_WAIT * 2))); do
             if docker info >/dev/null 2>&1; then
