@@ -148,24 +148,19 @@ class _Call:
         return True
 
     def log(self, volume_id: str, target: str, volume_type: str, **fields: object) -> None:
-        _log_call(self.method, volume_id, target, volume_type, self.code, self.message,
-                  self.elapsed, **fields)
+        level = logging.INFO if self.code == grpc.StatusCode.OK else logging.WARNING
+        log.log(level, f"{self.method}: {self.message}", extra={
+            "method": self.method,
+            "volume_id": volume_id[:256],
+            "target_path": target[:4096],
+            "type": volume_type,
+            "outcome": self.code.name,
+            "duration_ms": round(self.elapsed * 1000, 3),
+            **fields,
+        })
 
     def answer(self, context, response):
         if self.code != grpc.StatusCode.OK:
             context.abort(self.code, self.message)
         return response
 
-
-def _log_call(method: str, volume_id: str, target: str, volume_type: str, code: grpc.StatusCode,
-              message: str, elapsed: float, **fields: object) -> None:
-    level = logging.INFO if code == grpc.StatusCode.OK else logging.WARNING
-    log.log(level, f"{method}: {message}", extra={
-        "method": method,
-        "volume_id": volume_id[:256],
-        "target_path": target[:4096],
-        "type": volume_type,
-        "outcome": code.name,
-        "duration_ms": round(elapsed * 1000, 3),
-        **fields,
-    })

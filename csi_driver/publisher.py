@@ -15,6 +15,8 @@ import stat
 import threading
 from dataclasses import dataclass
 
+import grpc
+
 from csi_driver import mounts, targets
 from csi_driver.errors import (RequestError, aborted, already_exists, internal, invalid,
                                precondition)
@@ -206,7 +208,7 @@ class Publisher:
         try:
             parent_fd = targets.open_parent(req.target)
         except RequestError as err:
-            if err.code.name == "FAILED_PRECONDITION":  # parent already gone
+            if err.code is grpc.StatusCode.FAILED_PRECONDITION:  # parent already gone
                 self._remember(req.target.path, None)
                 return False
             raise
@@ -222,10 +224,10 @@ class Publisher:
                 log.warning("unpublishing a target recorded for another volume",
                             extra={"target": req.target.path, "recorded_volume_id": known.volume_id,
                                    "volume_id": req.volume_id})
-            layers = self._unmount_all(parent_fd, req.target)
+            self._unmount_all(parent_fd, req.target)
             self._remove_mount_point(parent_fd, req.target)
             self._remember(req.target.path, None)
-            return layers > 0 or True
+            return True
         except mounts.MountError as err:
             raise internal(f"unmount of {req.target.path} failed: {os.strerror(err.errno or 0)}") from None
         except OSError as err:
@@ -235,21 +237,20 @@ class Publisher:
         finally:
             os.close(parent_fd)
 
-    def _unmount_all(self, parent_fd: int, target: targets.Target) -> int:
+    def _unmount_all(self, parent_fd: int, target: targets.Target) -> None:
         for layer in range(MAX_LAYERS + 1):
             try:
                 fd = targets.open_leaf(parent_fd, target.leaf)
             except FileNotFoundError:  # removed meanwhile: nothing left to unmount
-                return layer
+                return
             try:
                 if not mounts.mount_state(fd).is_mount_root:
-                    return layer
+                    return
                 if layer == MAX_LAYERS:
                     raise precondition(f"target {target.path} has more than {MAX_LAYERS} stacked mounts")
                 mounts.unmount(fd)
             finally:
                 os.close(fd)
-        return MAX_LAYERS
 
     def _remove_mount_point(self, parent_fd: int, target: targets.Target) -> None:
         st = targets.lstat_leaf(parent_fd, target.leaf)
