@@ -21,13 +21,7 @@ import time
 import uuid
 
 SANDBOX_ENV = "DATADOG_CSI_SANDBOX_NS"
-VOLUME_TYPES = {
-    # type: (socket inside the volume, transport, which agent socket)
-    "DSDSocket": ("", "dgram"),
-    "DSDSocketDirectory": ("dsd.socket", "dgram"),
-    "APMSocket": ("", "stream"),
-    "APMSocketDirectory": ("apm.socket", "stream"),
-}
+DEMO_TYPES = ("DSDSocket", "DSDSocketDirectory", "APMSocket", "APMSocketDirectory")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     from csi_driver.config import Config
     from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
     from csi_driver.sandbox.agent import DemoAgent
-    from csi_driver.sandbox.pod import send
+    from csi_driver.sandbox.pod import SOCKET_IN_VOLUME, send
     from csi_driver.server import Driver
 
     root = tempfile.mkdtemp(prefix="dd-csi-sandbox-")
@@ -106,7 +100,8 @@ def _run(args: argparse.Namespace) -> int:
     failures = 0
     try:
         pod_uid = str(uuid.uuid4())
-        for volume_type, (relative, transport) in VOLUME_TYPES.items():
+        for volume_type in DEMO_TYPES:
+            relative, transport = SOCKET_IN_VOLUME[volume_type]
             failures += not _demo_volume(node, config, agent, pod_uid, volume_type, relative,
                                          transport, csi_pb2, send, DemoAgent)
         if args.serve:
@@ -151,7 +146,7 @@ def _demo_volume(node, config, agent, pod_uid, volume_type, relative, transport,
         _say(f"  mounted             {fields[3]} -> .../{volume_name}/mount ({fields[5]})")
     payload = f"hello from a pod through {volume_type}"
     result = send(transport, target, payload, relative)
-    queue = agent.dsd_received if transport == "dgram" else agent.apm_received
+    queue = agent.received(transport)
     ok = result.returncode == 0
     if ok:
         try:

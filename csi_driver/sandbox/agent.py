@@ -82,6 +82,10 @@ class DemoAgent:
         self.stop()
         self.start()
 
+    def received(self, transport: str) -> "queue.Queue[bytes]":
+        """What arrived on DogStatsD ("dgram") or APM ("stream")."""
+        return self.dsd_received if transport == "dgram" else self.apm_received
+
     @staticmethod
     def expect(received: "queue.Queue[bytes]", timeout: float = 5.0) -> bytes:
         return received.get(timeout=timeout)

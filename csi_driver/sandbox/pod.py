@@ -30,6 +30,16 @@ else:
 s.close()
 """
 
+# Where a pod finds the agent's socket in each volume type, and how it talks
+# to it: (path inside the volume, "" for the volume itself; transport).
+SOCKET_IN_VOLUME = {
+    "DSDSocket": ("", "dgram"),
+    "DSDSocketDirectory": ("dsd.socket", "dgram"),
+    "APMSocket": ("", "stream"),
+    "APMSocketDirectory": ("apm.socket", "stream"),
+    "DatadogSocketsDirectory": ("dsd.socket", "dgram"),
+}
+
 _POD = r"""
 set -e
 mount --bind "$1" "$2"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import threading
 import urllib.request
@@ -22,25 +21,11 @@ from csi_driver.csi.v1 import csi_pb2
 from support import kubelet as layout
 from support import pod as pod_process
 from support.agent import DemoAgent
-from support.driver import DriverProcess
+from support.driver import DriverProcess, free_port
 from support.snapshot import mount_table, tree
 
 STALE_GAUGE = "datadog_csi_driver_stale_socket_mounts"
-# type -> (socket inside the volume, transport, agent queue)
-ONE_OF_EACH = {
-    "DSDSocket": ("", "dgram", "dsd"),
-    "APMSocket": ("", "stream", "apm"),
-    "DSDSocketDirectory": ("dsd.socket", "dgram", "dsd"),
-    "APMSocketDirectory": ("apm.socket", "stream", "apm"),
-    "DatadogSocketsDirectory": ("dsd.socket", "dgram", "dsd"),
-}
 SOCKET_FILE_TYPES = {"DSDSocket", "APMSocket"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scrape(port: int, name: str) -> float:
@@ -54,7 +39,7 @@ def _scrape(port: int, name: str) -> float:
 
 def _one_pod_per_type() -> list[Pod]:
     return [Pod(str(uuid.uuid4()), f"pod-{t.lower()}", (Volume("dd", {"type": t}),))
-            for t in ONE_OF_EACH]
+            for t in pod_process.SOCKET_IN_VOLUME]
 
 
 def _condition(driver: DriverProcess, kubelet_root: str, pod: Pod) -> csi_pb2.VolumeCondition:
@@ -66,18 +51,17 @@ def _condition(driver: DriverProcess, kubelet_root: str, pod: Pod) -> csi_pb2.Vo
 
 def _send(kubelet_root: str, pod: Pod, agent: DemoAgent, payload: str) -> bool:
     """True when bytes from the pod reach the agent through the volume."""
-    relative, transport, which = ONE_OF_EACH[pod.volumes[0].attributes["type"]]
+    relative, transport = pod_process.SOCKET_IN_VOLUME[pod.volumes[0].attributes["type"]]
     sent = pod_process.send(transport, layout.target_path(kubelet_root, pod.uid, "dd"), payload,
                             relative)
     if sent.returncode != 0:
         return False
-    received = agent.dsd_received if which == "dsd" else agent.apm_received
-    return DemoAgent.expect(received) == payload.encode()
+    return DemoAgent.expect(agent.received(transport)) == payload.encode()
 
 
 @pytest.fixture
 def metrics_driver(tmp_path, kubelet_root, agent):
-    port = _free_port()
+    port = free_port()
     process = DriverProcess(str(tmp_path), kubelet_root, agent.dsd_path, agent.apm_path,
                             extra_args=["--metrics-port", str(port)]).start()
     process.metrics_port = port
@@ -184,13 +168,8 @@ def test_missing_agent_socket_fails_clearly_then_succeeds(request, driver, agent
     assert not runner_error, runner_error[0]
     assert mounts_by_target(os.path.join(kubelet_root, "pods")) == Counter(
         {t: 1 for t in targets_of(kubelet_root, pods)})
-    for pod, (transport, relative, queue) in zip(pods, (
-            ("dgram", "", agent.dsd_received), ("stream", "", agent.apm_received),
-            ("dgram", "dsd.socket", agent.dsd_received))):
-        target = layout.target_path(kubelet_root, pod.uid, "dd")
-        sent = pod_process.send(transport, target, f"after-start-{pod.name}", relative)
-        assert sent.returncode == 0, sent.stderr
-        assert DemoAgent.expect(queue) == f"after-start-{pod.name}".encode()
+    for pod in pods:
+        assert _send(kubelet_root, pod, agent, f"after-start-{pod.name}"), pod.name
     kubelet.delete_pods(pods)
     assert os.listdir(os.path.join(kubelet_root, "pods")) == []
 

@@ -11,20 +11,12 @@ from support import kubelet, pod
 from support.agent import DemoAgent
 from support.snapshot import mounts_under
 
-# type -> (socket the pod uses, relative to the target; transport; agent queue)
-CASES = {
-    "DSDSocket": ("", "dgram", "dsd"),
-    "DSDSocketDirectory": ("dsd.socket", "dgram", "dsd"),
-    "APMSocket": ("", "stream", "apm"),
-    "APMSocketDirectory": ("apm.socket", "stream", "apm"),
-    "DatadogSocketsDirectory": ("dsd.socket", "dgram", "dsd"),
-}
 
 
 @pytest.mark.parametrize("readonly", [False, True], ids=["rw", "ro"])
-@pytest.mark.parametrize("volume_type", list(CASES))
+@pytest.mark.parametrize("volume_type", list(pod.SOCKET_IN_VOLUME))
 def test_pod_reaches_agent(driver, agent, kubelet_root, volume_type, readonly):
-    relative, transport, which = CASES[volume_type]
+    relative, transport = pod.SOCKET_IN_VOLUME[volume_type]
     pod_uid = str(uuid.uuid4())
     target = kubelet.prepare_volume_dir(kubelet_root, pod_uid, "dd")
     driver.node.NodePublishVolume(kubelet.publish_request(
@@ -41,8 +33,7 @@ def test_pod_reaches_agent(driver, agent, kubelet_root, volume_type, readonly):
     payload = f"{volume_type}:{readonly}:{uuid.uuid4()}"
     sent = pod.send(transport, target, payload, relative)
     assert sent.returncode == 0, sent.stderr
-    received = agent.dsd_received if which == "dsd" else agent.apm_received
-    assert DemoAgent.expect(received) == payload.encode()
+    assert DemoAgent.expect(agent.received(transport)) == payload.encode()
 
     driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, pod_uid, "dd"))
     assert mounts_under(target) == []
@@ -61,8 +52,7 @@ def test_legacy_schema_reaches_agent(driver, agent, kubelet_root):
         payload = f"legacy-{mode}"
         sent = pod.send(transport, target, payload, relative)
         assert sent.returncode == 0, sent.stderr
-        queue = agent.dsd_received if transport == "dgram" else agent.apm_received
-        assert DemoAgent.expect(queue) == payload.encode()
+        assert DemoAgent.expect(agent.received(transport)) == payload.encode()
         driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, pod_uid, "legacy"))
     assert "deprecated" in driver.logs()
 

@@ -18,16 +18,10 @@ import pytest
 import csi_driver
 from csi_driver.csi.v1 import csi_pb2
 from support import kubelet
-from support.driver import DriverProcess
+from support.driver import DriverProcess, free_port
 from support.snapshot import mounts_under
 
 _RPC = csi_pb2.NodeServiceCapability.RPC
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_identity_and_node_info(driver):
@@ -101,7 +95,7 @@ def test_sigterm_finishes_in_flight_calls_and_removes_socket(driver, kubelet_roo
 
 
 def test_metrics_health_and_logs(tmp_path, kubelet_root, agent):
-    port = _free_port()
+    port = free_port()
     process = DriverProcess(str(tmp_path), kubelet_root, agent.dsd_path, agent.apm_path,
                             extra_args=["--metrics-port", str(port)]).start()
     try:

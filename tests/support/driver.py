@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,13 @@ from dataclasses import dataclass, field
 import grpc
 
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now, for the driver's metrics server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The demo "pod" lives in the package (the sandbox uses it too)."""
 
-from csi_driver.sandbox.pod import send
+from csi_driver.sandbox.pod import SOCKET_IN_VOLUME, send
 
-__all__ = ["send"]
+__all__ = ["SOCKET_IN_VOLUME", "send"]
