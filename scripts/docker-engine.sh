@@ -61,6 +61,26 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
+# wait_until_answering PID: 0 once the engine answers; 1 when PID exits or
+# DOCKERD_WAIT seconds pass first.
+wait_until_answering() {
+    local pid="$1"
+    for _ in $(seq 1 $((DOCKERD_WAIT * 2))); do
+        docker info >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.5
+    done
+    return 1
+}
+
+# stop_dockerd PID: SIGTERM, up to 10 s to exit, then SIGKILL.
+stop_dockerd() {
+    local pid="$1"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -9 "$pid" 2>/dev/null || true
+}
+
 # A dockerd from /var/run/docker.pid that is alive but not answering may still be
 # starting (another caller): give it the usual time, then stop it (by its pid).
 settle_existing_dockerd() {
@@ -70,18 +90,12 @@ settle_existing_dockerd() {
     # process's: only a process that really is dockerd is waited for or stopped.
     if [ -n "$pid" ] && [ "$(cat "/proc/${pid}/comm" 2>/dev/null)" = dockerd ]; then
         log "dockerd pid ${pid} exists but does not answer yet; waiting"
-        for _ in $(seq 1 $((DOCKERD_WAIT * 2))); do
-            if docker info >/dev/null 2>&1; then
-                log "engine up (pid ${pid})"
-                exit 0
-            fi
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.5
-        done
+        if wait_until_answering "$pid"; then
+            log "engine up (pid ${pid})"
+            exit 0
+        fi
         log "stopping unresponsive dockerd pid ${pid}"
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-        kill -9 "$pid" 2>/dev/null || true
+        stop_dockerd "$pid"
     fi
     rm -f /var/run/docker.pid
 }
@@ -103,19 +117,13 @@ try_start() {
     # Detached from this shell: no inherited stdio, its own session.
     setsid dockerd "${args[@]}" </dev/null >>"$DOCKERD_LOG" 2>&1 &
     pid=$!
-    for _ in $(seq 1 $((DOCKERD_WAIT * 2))); do
-        if docker info >/dev/null 2>&1; then
-            log "engine up (pid ${pid}, storage driver ${driver}, network ${net})"
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.5
-    done
+    if wait_until_answering "$pid"; then
+        log "engine up (pid ${pid}, storage driver ${driver}, network ${net})"
+        return 0
+    fi
     log "dockerd ${args[*]} did not answer; last log lines:"
     tail -n 15 "$DOCKERD_LOG" >&2 || true
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -9 "$pid" 2>/dev/null || true
+    stop_dockerd "$pid"
     rm -f /var/run/docker.pid
     return 1
 }
