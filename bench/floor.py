@@ -16,6 +16,7 @@ import subprocess
 import time
 
 from csi_driver import mounts
+from csi_driver.volumes.sockets import MOUNT_ATTRS
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
@@ -32,15 +33,18 @@ def _check(rc: int, call: str, path: bytes) -> None:
 
 
 def pair_driver_mounts(source: str, target: str, n: int) -> list[float]:
-    """Bind + unmount through csi_driver.mounts, fds and all, as the driver does it."""
+    """Bind (with the socket volumes' options) + unmount through csi_driver.mounts,
+    source and target by descriptor, as the driver does it."""
     samples = []
     for _ in range(n):
         started = _clock()
+        source_fd = os.open(source, _PATH_FLAGS)
         fd = os.open(target, _PATH_FLAGS)
         try:
-            mounts.bind_mount(source, fd, False)
+            mounts.bind_mount(source_fd, fd, MOUNT_ATTRS, lambda: os.open(target, _PATH_FLAGS))
         finally:
             os.close(fd)
+            os.close(source_fd)
         fd = os.open(target, _PATH_FLAGS)  # now the mount's root
         try:
             mounts.unmount(fd)

@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(config) -> int:
-    from csi_driver.server import Driver, EndpointInUse
+    from csi_driver.server import Driver, EndpointInUse, MetricsPortUnavailable
 
     driver = Driver(config)
     stop_requested = threading.Event()
@@ -45,7 +45,7 @@ def serve(config) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         driver.start()
-    except (EndpointInUse, OSError) as err:
+    except (EndpointInUse, MetricsPortUnavailable, OSError) as err:
         log.error(f"cannot start: {err}")
         return 1
     log.info("datadog-csi-driver started", extra={"version": __version__, "pid": os.getpid()})

@@ -8,6 +8,7 @@ Helm values written for it keep working.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Mapping, Sequence
 from csi_driver import DRIVER_NAME, __version__
 
 ENV_PREFIX = "DD_"
+# sockaddr_un.sun_path holds 108 bytes, the terminating NUL included.
+UNIX_PATH_MAX = 107
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
 
@@ -41,6 +44,18 @@ def parse_port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise ConfigError(f"port out of range 0-65535: {port}")
     return port
+
+
+def parse_address(text: str) -> str:
+    """An IP address to listen on, or empty for every address."""
+    value = text.strip()
+    if value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ConfigError(f"not an IP address: {text!r} (e.g. 0.0.0.0, 127.0.0.1 or ::; "
+                              "empty listens on every address)") from None
+    return value
 
 
 def parse_list(text: str) -> tuple[str, ...]:
@@ -73,6 +88,7 @@ class Config:
     registry_allow_list: tuple[str, ...] = ()
     kubelet_root_dir: str = "/var/lib/kubelet"
     metrics_port: int = 5000
+    metrics_address: str = ""
     node_id: str = field(default_factory=lambda: os.environ.get("NODE_ID") or socket.gethostname())
     log_level: str = "info"
 
@@ -104,6 +120,10 @@ _FLAGS: dict[str, tuple[str, object, str]] = {
         "kubelet_root_dir", str, "kubelet root directory; volumes are only mounted under <dir>/pods"),
     "--metrics-port": (
         "metrics_port", parse_port, "port for /metrics, /healthz and /readyz (0 disables)"),
+    "--metrics-address": (
+        "metrics_address", parse_address,
+        "IP address for the metrics and health server (empty: every address, which the "
+        "kubelet's probes of the pod IP need)"),
     "--log-level": ("log_level", str, "debug, info, warning or error (LOG_LEVEL also read)"),
 }
 
@@ -174,7 +194,11 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def validate(config: Config) -> None:
     if not config.driver_name:
         raise ConfigError("--driver-name must not be empty")
-    config.socket_path  # raises ConfigError on a malformed endpoint
+    socket_path = config.socket_path  # raises ConfigError on a malformed endpoint
+    if len(os.fsencode(socket_path)) > UNIX_PATH_MAX:
+        raise ConfigError(
+            f"--csi-endpoint path {socket_path!r} is {len(os.fsencode(socket_path))} bytes; a Unix "
+            f"socket path can be at most {UNIX_PATH_MAX} bytes (choose a shorter directory)")
     for flag, path in (
         ("--apm-host-socket-path", config.apm_host_socket_path),
         ("--dsd-host-socket-path", config.dsd_host_socket_path),

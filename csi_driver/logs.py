@@ -19,7 +19,9 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 
 
 SERVICE = "datadog-csi-driver"
-_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+# ASCII only: U+2028, U+2029 and U+0085 are line breaks to some log consumers,
+# so a request value holding one written raw would split a line in two.
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=True)
 
 
 class JsonFormatter(logging.Formatter):

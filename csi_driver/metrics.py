@@ -9,12 +9,17 @@ Everything new uses the library's own types and naming conventions.
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import gzip
+import socket
 import threading
-from http.server import ThreadingHTTPServer
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
-from prometheus_client.exposition import MetricsHandler
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -79,8 +84,8 @@ class Metrics:
             ["type"], registry=self.registry)
         self.stale_socket_mounts = Gauge(
             "datadog_csi_driver_stale_socket_mounts",
-            "Published socket-file volumes whose inode no longer matches the live agent socket "
-            "(the agent re-created its socket; the directory volume types avoid this)",
+            "Published volumes whose mount no longer holds the live agent socket or socket "
+            "directory (the agent re-created it since; pods need a restart)",
             registry=self.registry)
 
     def publish(self, volume_type: str, path: str, status: str, seconds: float) -> None:
@@ -92,58 +97,187 @@ class Metrics:
         self.unpublish_seconds.labels(status=status).observe(seconds)
 
 
+class CachedCheck:
+    """A health check whose answer is reused for ``ttl`` seconds.
+
+    Readiness is a CSI Probe over the real socket: a gRPC channel per HTTP
+    request let a flood of ``/readyz`` requests slow down the kubelet's
+    publishes. Concurrent callers wait for one evaluation instead of each
+    running their own.
+    """
+
+    def __init__(self, check: Callable[[], bool], ttl: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._check, self._ttl, self._clock = check, ttl, clock
+        self._lock = threading.Lock()
+        self._answer: tuple[float, bool] | None = None
+
+    def __call__(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            if self._answer is not None and now - self._answer[0] < self._ttl:
+                return self._answer[1]
+            try:
+                ok = bool(self._check())
+            except Exception:  # a failing check is an unhealthy answer, not a crash
+                ok = False
+            self._answer = (self._clock(), ok)
+            return ok
+
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
 class HttpServer:
     """``/metrics`` plus ``/healthz`` (liveness) and ``/readyz`` (readiness).
 
     Both health checks take callables so they report the driver's real state:
     liveness is "the gRPC server is serving", readiness is "a Probe over the
-    CSI socket succeeds".
+    CSI socket succeeds" (cached for ``READY_TTL`` seconds).
+
+    The port is reachable from the pod network, so what a client can make it
+    hold is bounded: one event-loop thread serves every connection (an idle
+    connection costs a few KB, not a thread), at most ``MAX_CONNECTIONS`` are
+    open at once (more are closed on accept), a request must arrive whole
+    within ``REQUEST_TIMEOUT`` seconds and within ``MAX_REQUEST_BYTES``, and
+    the answer must be taken within ``RESPONSE_TIMEOUT``. Building the
+    exposition and evaluating readiness run on two worker threads, so neither
+    stalls the loop. One request per connection (HTTP/1.0 semantics), as
+    Prometheus and the kubelet's probes use it.
+
+    The listening socket is bound in the constructor, so a port already taken
+    fails there, before anything else has started.
     """
+
+    MAX_CONNECTIONS = 256
+    MAX_REQUEST_BYTES = 8192
+    REQUEST_TIMEOUT = 5.0
+    RESPONSE_TIMEOUT = 10.0
+    READY_TTL = 2.0
 
     def __init__(self, metrics: Metrics, port: int, live: Callable[[], bool],
                  ready: Callable[[], bool], host: str = "") -> None:
-        registry = metrics.registry
-
-        class Handler(MetricsHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-                path = self.path.split("?", 1)[0]
-                if path in ("/healthz", "/livez"):
-                    self._health(live)
-                elif path == "/readyz":
-                    self._health(ready)
-                elif path == "/metrics":
-                    super().do_GET()
-                else:
-                    self.send_error(404, "try /metrics, /healthz or /readyz")
-
-            def _health(self, check: Callable[[], bool]) -> None:
-                try:
-                    ok = check()
-                except Exception:  # a failing check is an unhealthy answer, not a crash
-                    ok = False
-                body = b"ok\n" if ok else b"unhealthy\n"
-                self.send_response(200 if ok else 503)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass  # scrapes every few seconds would drown the call logs
-
-        Handler.registry = registry
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http",
-                                        daemon=True)
+        self._registry = metrics.registry
+        self._live = live
+        self._ready = CachedCheck(ready, self.READY_TTL)
+        self._listener = _listen(host, port)
+        self._loop = asyncio.new_event_loop()
+        self._work = ThreadPoolExecutor(max_workers=2, thread_name_prefix="metrics-work")
+        self._connections = 0
+        self._thread = threading.Thread(target=self._run, name="metrics-http", daemon=True)
+        self._started = threading.Event()
 
     @property
     def port(self) -> int:
-        return self._server.server_address[1]
+        return self._listener.getsockname()[1]
+
+    @property
+    def open_connections(self) -> int:
+        return self._connections
 
     def start(self) -> None:
         self._thread.start()
+        self._started.wait(10)
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        else:
+            self._loop.close()
+        self._listener.close()
+        self._work.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(
+            self._serve, sock=self._listener, limit=self.MAX_REQUEST_BYTES))
+        self._started.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+            for task in asyncio.all_tasks(self._loop):
+                task.cancel()
+            self._loop.run_until_complete(asyncio.sleep(0))
+            self._loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._connections >= self.MAX_CONNECTIONS:
+            writer.transport.abort()
+            return
+        self._connections += 1
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.REQUEST_TIMEOUT)
+            status, headers, body = await self._answer(head)
+            lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}",
+                     f"Content-Length: {len(body)}", "Connection: close", *headers]
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            if not head.startswith(b"HEAD "):
+                writer.write(body)
+            await asyncio.wait_for(writer.drain(), self.RESPONSE_TIMEOUT)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError, UnicodeDecodeError):
+            pass  # a client that is too slow, too big or gone gets nothing more
+        finally:
+            self._connections -= 1
+            writer.transport.abort()
+
+    async def _answer(self, head: bytes) -> tuple[int, list[str], bytes]:
+        request_line, _, header_block = head.decode("latin-1").partition("\r\n")
+        parts = request_line.split(" ")
+        if len(parts) != 3 or parts[0] not in ("GET", "HEAD"):
+            return 405, ["Allow: GET, HEAD", _TEXT], b"only GET and HEAD are served\n"
+        path = parts[1].split("?", 1)[0]
+        loop = asyncio.get_running_loop()
+        if path in ("/healthz", "/livez"):
+            return _health(self._live())
+        if path == "/readyz":
+            return _health(await loop.run_in_executor(self._work, self._ready))
+        if path == "/metrics":
+            fields = _header_fields(header_block)
+            return await loop.run_in_executor(self._work, self._exposition,
+                                              fields.get("accept", ""),
+                                              fields.get("accept-encoding", ""))
+        return 404, [_TEXT], b"try /metrics, /healthz or /readyz\n"
+
+    def _exposition(self, accept: str, accept_encoding: str) -> tuple[int, list[str], bytes]:
+        encoder, content_type = choose_encoder(accept)
+        body = encoder(self._registry)
+        headers = [f"Content-Type: {content_type}"]
+        if "gzip" in accept_encoding:
+            body = gzip.compress(body)
+            headers.append("Content-Encoding: gzip")
+        return 200, headers, body
+
+
+_TEXT = "Content-Type: text/plain; charset=utf-8"
+
+
+def _health(ok: bool) -> tuple[int, list[str], bytes]:
+    return (200, [_TEXT], b"ok\n") if ok else (503, [_TEXT], b"unhealthy\n")
+
+
+def _header_fields(block: str) -> dict[str, str]:
+    fields = {}
+    for line in block.split("\r\n"):
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    return fields
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket: on every address (IPv6 and IPv4 where the node
+    has both) when ``host`` is empty, else on that address."""
+    if host:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=128)
+    if socket.has_dualstack_ipv6():
+        try:
+            return socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True,
+                                        backlog=128)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise
+    return socket.create_server(("", port), backlog=128)

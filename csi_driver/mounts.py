@@ -5,11 +5,15 @@ following symlinks by ``csi_driver.targets``), so what gets mounted over or
 unmounted is exactly the inode that was validated, whatever happens to the
 path in between.
 
+The source is a descriptor too (see ``csi_driver.sources``): what gets mounted
+is the inode that was opened and checked, never a path resolved again.
+
 Mounting prefers the new mount API (``open_tree`` + ``mount_setattr`` +
-``move_mount``, Linux >= 5.12): the bind mount is created detached, made
-read-only before anyone can see it, and attached straight onto the target fd.
-Older kernels fall back to ``mount(2)`` through ``/proc/self/fd/N`` followed by
-a read-only remount.
+``move_mount``, Linux >= 5.12): the bind mount is cloned from the source fd,
+detached, given its options (read-only, nosuid, ...) before anyone can see it,
+and attached straight onto the target fd. Older kernels fall back to
+``mount(2)`` between the two ``/proc/self/fd/N`` links, followed by a remount
+with the options.
 
 Mount-point detection uses ``statx``'s ``STATX_ATTR_MOUNT_ROOT`` (Linux >= 5.8)
 on the target's fd, which costs one syscall however many mounts the node has
@@ -22,12 +26,13 @@ is linear in the mount table (about 30 ms at 10,000 mounts).
 from __future__ import annotations
 
 import ctypes
+import enum
 import errno
 import os
 import platform
 import re
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -45,7 +50,6 @@ OPEN_TREE_CLONE = 0x1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
-MOUNT_ATTR_RDONLY = 0x1
 STATX_INO = 0x100
 STATX_MNT_ID = 0x1000
 STATX_ATTR_MOUNT_ROOT = 0x2000
@@ -65,11 +69,7 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 class MountError(OSError):
     def __init__(self, errno_: int, message: str, call: str = "") -> None:
         super().__init__(errno_, message)
-        self.call = call  # the syscall that failed: open_tree names the source, the rest the target
-
-    @property
-    def source_missing(self) -> bool:
-        return self.call in ("open_tree", "mount") and self.errno == errno.ENOENT
+        self.call = call  # the syscall that failed
 
 
 def _raise(call: str, path: str) -> None:
@@ -162,59 +162,150 @@ def mount_table(mountinfo: str = MOUNTINFO) -> Iterator[tuple[str, str]]:
             yield _unescape(fields[3]), _unescape(fields[4])
 
 
+def mount_source(mount_root_fd: int) -> str:
+    """The source (root inside its filesystem) of the mount behind ``mount_root_fd``,
+    from the mount table: linear, for diagnostics only."""
+    point = os.readlink(fd_path(mount_root_fd))
+    found = ""
+    for root, mount_point in mount_table():
+        if mount_point == point:
+            found = root  # the last one listed is the top of a stack
+    return found
+
+
 def _in_mountinfo(path: str) -> bool:
     """Fallback for kernels before 5.8: linear scan of this namespace's mount table."""
     return any(mount_point == path for _root, mount_point in mount_table())
 
 
+class Attr(enum.IntFlag):
+    """Per-mount options, with the values of ``MOUNT_ATTR_*`` in <linux/mount.h>."""
+
+    RDONLY = 0x1
+    NOSUID = 0x2
+    NODEV = 0x4
+    NOEXEC = 0x8
+
+
+NONE = Attr(0)
+# mount(2)'s MS_* flag and statvfs's ST_* flag for each attribute.
+_MS_FLAG = {Attr.RDONLY: 0x1, Attr.NOSUID: 0x2, Attr.NODEV: 0x4, Attr.NOEXEC: 0x8}
+_ST_FLAG = {Attr.RDONLY: os.ST_RDONLY, Attr.NOSUID: os.ST_NOSUID, Attr.NODEV: os.ST_NODEV,
+            Attr.NOEXEC: os.ST_NOEXEC}
+
+
+def mounted_attrs(fd: int) -> Attr:
+    """The options of the mount that the inode behind ``fd`` is seen through."""
+    flags = os.fstatvfs(fd).f_flag
+    attrs = NONE
+    for attr, st_flag in _ST_FLAG.items():
+        if flags & st_flag:
+            attrs |= attr
+    return attrs
+
+
+def _ms_flags(attrs: Attr) -> int:
+    return sum(ms for attr, ms in _MS_FLAG.items() if attrs & attr)
+
+
 _new_api_usable = _NEW_API
 
 
-def bind_mount(source: str, target_fd: int, readonly: bool) -> None:
-    """Bind-mount ``source`` onto the file or directory behind ``target_fd``."""
+def bind_mount(source_fd: int, target_fd: int, attrs: Attr = NONE,
+               reopen_target: Callable[[], int] | None = None) -> None:
+    """Bind-mount the inode behind ``source_fd`` onto the one behind ``target_fd``.
+
+    Both are descriptors (``O_PATH`` is enough): the source is exactly what the
+    caller opened and checked, never a path resolved again here.
+    ``reopen_target`` opens the target anew (the caller knows how to without
+    following symlinks); only the ``mount(2)`` fallback needs it, to reach the
+    new mount's root when ``attrs`` must be applied after the bind.
+    """
     global _new_api_usable
     if _new_api_usable:
         try:
-            _bind_mount_new_api(source, target_fd, readonly)
+            _bind_mount_new_api(source_fd, target_fd, attrs)
             return
         except MountError as err:
             if err.errno != errno.ENOSYS:
                 raise
             _new_api_usable = False
-    _bind_mount_classic(source, target_fd, readonly)
+    _bind_mount_classic(source_fd, target_fd, attrs, reopen_target)
 
 
-def _bind_mount_new_api(source: str, target_fd: int, readonly: bool) -> None:
-    tree = _libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, os.fsencode(source),
-                         ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC))
+def _bind_mount_new_api(source_fd: int, target_fd: int, attrs: Attr) -> None:
+    tree = _libc.syscall(_SYS_OPEN_TREE, source_fd, b"",
+                         ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH))
     if tree < 0:
-        _raise("open_tree", source)
+        _raise("open_tree", _describe(source_fd))
     try:
-        if readonly:
-            attr = _MountAttr(attr_set=MOUNT_ATTR_RDONLY)
-            rc = _libc.syscall(_SYS_MOUNT_SETATTR, tree, b"", ctypes.c_uint(AT_EMPTY_PATH),
-                               ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
-            if rc < 0:
-                _raise("mount_setattr", source)
+        if attrs:
+            _mount_setattr(tree, attrs, _describe(source_fd))
         rc = _libc.syscall(_SYS_MOVE_MOUNT, tree, b"", target_fd, b"",
                            ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
         if rc < 0:
-            _raise("move_mount", source)
+            _raise("move_mount", _describe(source_fd))
     finally:
         os.close(tree)
 
 
-def _bind_mount_classic(source: str, target_fd: int, readonly: bool) -> None:
-    target = fd_path(target_fd).encode()
-    if _libc.mount(os.fsencode(source), target, None, MS_BIND, None) != 0:
-        _raise("mount", source)
-    if readonly:
-        # A bind mount ignores MS_RDONLY on creation; it takes a remount.
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-        if _libc.mount(None, target, None, flags, None) != 0:
+def _mount_setattr(fd: int, attrs: Attr, shown: str) -> None:
+    attr = _MountAttr(attr_set=int(attrs))
+    rc = _libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", ctypes.c_uint(AT_EMPTY_PATH),
+                       ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    if rc < 0:
+        _raise("mount_setattr", shown)
+
+
+def _bind_mount_classic(source_fd: int, target_fd: int, attrs: Attr,
+                        reopen_target: Callable[[], int] | None) -> None:
+    if attrs and reopen_target is None:
+        raise ValueError("mount(2) needs reopen_target to apply mount attributes")
+    # The procfs magic links resolve to exactly the inodes behind the fds.
+    if _libc.mount(fd_path(source_fd).encode(), fd_path(target_fd).encode(), None, MS_BIND,
+                   None) != 0:
+        _raise("mount", _describe(source_fd))
+    if not attrs:
+        return
+    # A bind mount ignores per-mount flags on creation; it takes a remount, of
+    # the new mount's root. target_fd still names the directory underneath
+    # (a magic link does not cross the mount now on top of it): open it anew.
+    assert reopen_target is not None
+    root_fd = reopen_target()
+    try:
+        root = fd_path(root_fd).encode()
+        if _libc.mount(None, root, None, MS_REMOUNT | MS_BIND | _ms_flags(attrs), None) != 0:
             err = ctypes.get_errno()
-            _libc.umount2(target, MNT_DETACH)
-            raise MountError(err, f"read-only remount failed on {source}: {os.strerror(err)}")
+            _libc.umount2(root, MNT_DETACH)
+            raise MountError(err, f"remount with {attrs!r} failed on {_describe(source_fd)}: "
+                                  f"{os.strerror(err)}", "mount")
+    finally:
+        os.close(root_fd)
+
+
+def add_attrs(mount_root_fd: int, attrs: Attr) -> None:
+    """Add ``attrs`` to the existing mount whose root is behind ``mount_root_fd``."""
+    global _new_api_usable
+    shown = _describe(mount_root_fd)
+    if _new_api_usable:
+        try:
+            _mount_setattr(mount_root_fd, attrs, shown)
+            return
+        except MountError as err:
+            if err.errno != errno.ENOSYS:
+                raise
+            _new_api_usable = False
+    # A classic bind remount sets the whole flag set: keep what is there.
+    flags = MS_REMOUNT | MS_BIND | _ms_flags(attrs | mounted_attrs(mount_root_fd))
+    if _libc.mount(None, fd_path(mount_root_fd).encode(), None, flags, None) != 0:
+        _raise("mount", shown)
+
+
+def _describe(fd: int) -> str:
+    try:
+        return os.readlink(fd_path(fd))
+    except OSError:
+        return fd_path(fd)
 
 
 def unmount(mount_root_fd: int) -> None:

@@ -18,21 +18,15 @@ from csi_driver.errors import RequestError, invalid, not_found
 from csi_driver.locks import KeyedLocks
 from csi_driver.metrics import FAILED, SUCCESS, UNSUPPORTED, Metrics
 from csi_driver.publisher import Publisher
+from csi_driver.volumes import type_label
 
 log = logging.getLogger("csi_driver.node")
 _RPC = csi_pb2.NodeServiceCapability.RPC
-LABEL_LIMIT = 64  # user-supplied label values are cut to keep series bounded
-
-
-def _label(value: str) -> str:
-    return value[:LABEL_LIMIT]
-
-
 class NodeService(csi_pb2_grpc.NodeServicer):
-    def __init__(self, config: Config, metrics: Metrics, publisher: Publisher | None = None) -> None:
+    def __init__(self, config: Config, metrics: Metrics, publisher: Publisher) -> None:
         self._config = config
         self._metrics = metrics
-        self._publisher = publisher or Publisher()
+        self._publisher = publisher
         self._locks = KeyedLocks()
 
     @property
@@ -43,7 +37,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
 
     def NodePublishVolume(self, request, context):  # noqa: N802 (gRPC method names)
         call = _Call("NodePublishVolume", "published")
-        volume_type, path = _label(request.volume_context.get("type", "")), ""
+        volume_type, path = type_label(request.volume_context), ""
         with call:
             req = requests.publish(request, self._config)
             volume_type, path = req.source.type, req.source.host_path

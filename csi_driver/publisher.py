@@ -21,6 +21,7 @@ from csi_driver import mounts, targets
 from csi_driver.errors import (RequestError, aborted, already_exists, internal, invalid,
                                precondition)
 from csi_driver.requests import Publish, Unpublish
+from csi_driver.sources import AgentSources, Identity, OpenSource, identity
 from csi_driver.volumes import Kind, VolumeSource
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,16 @@ _TARGET_RACED = frozenset({errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISD
 class Published:
     volume_id: str
     source: VolumeSource
-    readonly: bool
+    # What the mount pins: the source's identity when it was mounted. The
+    # agent re-creating its socket or directory changes the live identity,
+    # not this one; something mounted over the target changes what the
+    # target shows, not this one.
+    mounted: Identity
 
 
 class Publisher:
-    def __init__(self) -> None:
+    def __init__(self, sources: AgentSources) -> None:
+        self.sources = sources
         self._published: dict[str, Published] = {}
         # Entries of _published per volume type, kept in step by _remember:
         # every call reports the published-volumes gauge, and counting by
@@ -88,33 +94,21 @@ class Publisher:
             if existing is not None:
                 if stat.S_ISLNK(existing.st_mode):
                     raise invalid(f"target {req.target.path} is a symlink; refusing to mount over it")
-                if self._already_published(req, parent_fd):
+                if self._confirm_republish(req, parent_fd):
                     return False
-            source_stat = _check_source(req.source)
-            created = self._prepare_target(req, parent_fd, existing)
-            try:
-                target_fd = targets.open_leaf(parent_fd, req.target.leaf)
+            with self.sources.open(req.source) as source:
+                created = self._prepare_target(req, parent_fd, existing)
                 try:
-                    _check_kind(req, os.fstat(target_fd))
-                    try:
-                        mounts.bind_mount(req.source.host_path, target_fd, req.readonly)
-                    except mounts.MountError as err:
-                        if os.fstat(target_fd).st_nlink == 0:  # removed since it was opened
-                            raise _changed(req.target, err) from None
-                        raise
-                finally:
-                    os.close(target_fd)
-            except BaseException:
-                if created:
-                    _remove_leaf(parent_fd, req.target.leaf, req.source.kind)
-                raise
-            log.debug("mounted", extra={"source": req.source.host_path, "inode": source_stat.st_ino})
-            self._remember(req.target.path, Published(req.volume_id, req.source, req.readonly))
+                    self._mount(req, parent_fd, source)
+                except BaseException:
+                    if created:
+                        _remove_leaf(parent_fd, req.target.leaf, req.source.kind)
+                    raise
+                log.debug("mounted", extra={"source": req.source.host_path,
+                                            "inode": source.stat.st_ino})
+                self._remember(req.target.path, Published(req.volume_id, req.source, source.identity))
             return True
         except mounts.MountError as err:
-            if err.source_missing:  # the agent removed its socket after the check (restarting)
-                raise precondition(f"{req.source.host_path} disappeared while publishing; the "
-                                   "Datadog Agent may be restarting, retry") from None
             raise internal(f"bind mount of {req.source.host_path} onto {req.target.path} failed: "
                            f"{os.strerror(err.errno or 0)}") from None
         except OSError as err:
@@ -124,7 +118,29 @@ class Publisher:
         finally:
             os.close(parent_fd)
 
-    def _already_published(self, req: Publish, parent_fd: int) -> bool:
+    def _mount(self, req: Publish, parent_fd: int, source: OpenSource) -> None:
+        target_fd = targets.open_leaf(parent_fd, req.target.leaf)
+        try:
+            _check_kind(req, os.fstat(target_fd))
+            try:
+                mounts.bind_mount(source.fd, target_fd, req.source.attrs,
+                                  lambda: targets.open_leaf(parent_fd, req.target.leaf))
+            except mounts.MountError as err:
+                if os.fstat(target_fd).st_nlink == 0:  # removed since it was opened
+                    raise _changed(req.target, err) from None
+                raise
+        finally:
+            os.close(target_fd)
+        if not source.still_linked():
+            # The agent removed it while we mounted (it is restarting): the pod
+            # would get a dead socket or an orphaned directory from the start.
+            self._unmount_all(parent_fd, req.target, None)
+            raise precondition(f"{req.source.host_path} disappeared while publishing; the "
+                               "Datadog Agent may be restarting, retry")
+
+    def _confirm_republish(self, req: Publish, parent_fd: int) -> bool:
+        """True when the target already holds this volume (and records it again);
+        ALREADY_EXISTS when it holds something else; False when nothing is mounted."""
         target_fd = targets.open_leaf(parent_fd, req.target.leaf)
         try:
             if not mounts.mount_state(target_fd).is_mount_root:
@@ -135,34 +151,29 @@ class Publisher:
                     f"target {req.target.path} already has volume {known.volume_id} published; "
                     f"refusing to publish {req.volume_id} over it"
                 )
-            try:
-                source = os.stat(req.source.host_path)
-            except OSError:
-                source = None
-            mounted = os.fstat(target_fd)
-            if source is None or (source.st_dev, source.st_ino) != (mounted.st_dev, mounted.st_ino):
-                # A socket the agent re-created since we mounted it: still ours.
-                # (Compared by path, not type: a legacy ``mode: socket`` request
-                # and the adopted ``DSDSocket`` record name the same socket.)
-                if known is None or not _same_source(known.source, req.source):
-                    raise already_exists(
-                        f"target {req.target.path} is already a mount point of something other "
-                        f"than {req.source.host_path}; unpublish it first"
-                    )
-            readonly = bool(os.fstatvfs(target_fd).f_flag & os.ST_RDONLY)
-            # A bind mount inherits read-only from its source (the chart mounts
-            # the agent's directories read-only into the driver), so a
-            # read-write request may legitimately have produced a read-only
-            # mount. Only what was asked for can conflict.
-            conflict = (known.readonly != req.readonly) if known is not None else (
-                req.readonly and not readonly)
-            if conflict:
+            mounted = identity(os.fstat(target_fd))
+            # Ours if it is the live source, or what we recorded mounting from
+            # the same source (an agent that re-created its socket since).
+            # Compared by path, not type: a legacy ``mode: socket`` request and
+            # the adopted ``DSDSocket`` record name the same socket.
+            ours = mounted == self.sources.live_identity(req.source) or (
+                known is not None and _same_source(known.source, req.source)
+                and known.mounted == mounted)
+            if not ours:
                 raise already_exists(
-                    f"volume {req.volume_id} is already published at {req.target.path} "
-                    f"{'read-write' if req.readonly else 'read-only'}; the request asks for "
-                    f"{'read-only' if req.readonly else 'read-write'}"
+                    f"target {req.target.path} is already a mount point of something other "
+                    f"than {req.source.host_path}; unpublish it first"
                 )
-            self._remember(req.target.path, Published(req.volume_id, req.source, req.readonly))
+            # Idempotency compares what this driver would mount, never the
+            # request's raw readOnly: socket volumes are always mounted with
+            # the same options. A mount made without some of them (by an
+            # older version) gets them now.
+            missing = req.source.attrs & ~mounts.mounted_attrs(target_fd)
+            if missing:
+                mounts.add_attrs(target_fd, missing)
+                log.info("added mount options to an existing volume",
+                         extra={"target": req.target.path, "added": str(missing)})
+            self._remember(req.target.path, Published(req.volume_id, req.source, mounted))
             return True
         finally:
             os.close(target_fd)
@@ -224,7 +235,7 @@ class Publisher:
                 log.warning("unpublishing a target recorded for another volume",
                             extra={"target": req.target.path, "recorded_volume_id": known.volume_id,
                                    "volume_id": req.volume_id})
-            self._unmount_all(parent_fd, req.target)
+            self._unmount_all(parent_fd, req.target, known)
             self._remove_mount_point(parent_fd, req.target)
             self._remember(req.target.path, None)
             return True
@@ -237,7 +248,7 @@ class Publisher:
         finally:
             os.close(parent_fd)
 
-    def _unmount_all(self, parent_fd: int, target: targets.Target) -> None:
+    def _unmount_all(self, parent_fd: int, target: targets.Target, known: Published | None) -> None:
         for layer in range(MAX_LAYERS + 1):
             try:
                 fd = targets.open_leaf(parent_fd, target.leaf)
@@ -248,9 +259,24 @@ class Publisher:
                     return
                 if layer == MAX_LAYERS:
                     raise precondition(f"target {target.path} has more than {MAX_LAYERS} stacked mounts")
+                self._warn_if_foreign(fd, target, known)
                 mounts.unmount(fd)
             finally:
                 os.close(fd)
+
+    def _warn_if_foreign(self, mount_root_fd: int, target: targets.Target,
+                         known: Published | None) -> None:
+        """The kubelet asked for this target to go, so it goes; but a mount of
+        something other than the agent's paths is said out loud."""
+        mounted = identity(os.fstat(mount_root_fd))
+        if known is not None and known.mounted == mounted:
+            return
+        if mounted in self.sources.live_identities():
+            return
+        log.warning("unmounting a mount this driver did not make: its source is none of the "
+                    "configured agent socket paths",
+                    extra={"target": target.path, "mounted_device": mounted[0],
+                           "mounted_inode": mounted[1], "source": mounts.mount_source(mount_root_fd)})
 
     def _remove_mount_point(self, parent_fd: int, target: targets.Target) -> None:
         st = targets.lstat_leaf(parent_fd, target.leaf)
@@ -310,24 +336,6 @@ def _is_empty_dir(parent_fd: int, leaf: str) -> bool:
             return next(entries, None) is None
     finally:
         os.close(fd)
-
-
-def _check_source(source: VolumeSource) -> os.stat_result:
-    what = "socket" if source.kind is Kind.SOCKET else "socket directory"
-    try:
-        st = os.stat(source.host_path)
-    except FileNotFoundError:
-        raise precondition(
-            f"Datadog Agent {what} {source.host_path} does not exist on this node; check that the "
-            "agent runs here with this socket enabled and that the driver's socket path flags match"
-        ) from None
-    except OSError as err:
-        raise precondition(f"cannot access {source.host_path}: {os.strerror(err.errno or 0)}") from None
-    if source.kind is Kind.SOCKET and not stat.S_ISSOCK(st.st_mode):
-        raise precondition(f"{source.host_path} exists but is not a Unix socket")
-    if source.kind is Kind.DIRECTORY and not stat.S_ISDIR(st.st_mode):
-        raise precondition(f"{source.host_path} exists but is not a directory")
-    return st
 
 
 def _check_kind(req: Publish, st: os.stat_result) -> None:

@@ -12,9 +12,11 @@ follows the pod volume layout is adopted:
 - a socket matching none was published before the agent re-created its socket:
   it is adopted as a stale socket-file volume, attributed by the socket's file
   name as the mount table still records it (``<path>//deleted``);
-- a directory matching none is another driver's volume and left alone, as is
-  any volume whose ``vol_data.json`` (written by the kubelet) names another
-  driver.
+- a deleted directory matching none is adopted as a stale directory volume
+  when the kubelet's ``vol_data.json`` names this driver and the directory's
+  name is one of the configured ones;
+- any other directory is another driver's volume and left alone, as is any
+  volume whose ``vol_data.json`` names another driver.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ from csi_driver import mounts, targets
 from csi_driver.config import Config
 from csi_driver.errors import RequestError
 from csi_driver.publisher import Published, Publisher
+from csi_driver.sources import AgentSources, Identity, identity
 from csi_driver.volumes import Kind, VolumeSource, sockets
 
 log = logging.getLogger(__name__)
 MOUNTINFO = mounts.MOUNTINFO
 UNKNOWN_TYPE = "unknown"
 _DELETED = "//deleted"
+VOLUME_DATA = "vol_data.json"
+MAX_VOLUME_DATA_BYTES = 16 * 1024  # the kubelet writes a few hundred bytes
 
 
 def mount_points_under(directory: str, mountinfo: str = MOUNTINFO) -> dict[str, str]:
@@ -46,85 +51,122 @@ def mount_points_under(directory: str, mountinfo: str = MOUNTINFO) -> dict[str, 
     return found
 
 
-def _known_sources(config: Config) -> list[tuple[VolumeSource, os.stat_result]]:
+def _known_sources(config: Config, agent: AgentSources) -> list[tuple[VolumeSource, Identity]]:
     found = []
     for volume_type in (sockets.DSD_SOCKET, sockets.APM_SOCKET,
                         sockets.DSD_SOCKET_DIRECTORY, sockets.APM_SOCKET_DIRECTORY):
         source = sockets.resolve({"type": volume_type}, config)
-        try:
-            found.append((source, os.stat(source.host_path)))
-        except OSError:
-            continue  # not there now: nothing mounted can match it by inode
+        assert source is not None
+        live = agent.live_identity(source)
+        if live is not None:  # not there now: nothing mounted can match it by inode
+            found.append((source, live))
     return found
 
 
-def _volume_data(target: targets.Target) -> dict:
-    volume_dir = os.path.join(target.pods_dir, *target.components[:-1])
+def read_volume_data(volume_dir_fd: int) -> dict:
+    """The kubelet's ``vol_data.json`` beside the target, or {} when unusable.
+
+    It lives in a directory the pod's volume plugin shares, so it is read as
+    untrusted: never through a symlink, never from a FIFO or device (which
+    would hang or never end start-up), and never more than a few KB.
+    """
     try:
-        with open(os.path.join(volume_dir, "vol_data.json"), encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        fd = os.open(VOLUME_DATA, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=volume_dir_fd)
+    except OSError:
+        return {}
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_VOLUME_DATA_BYTES:
+            return {}
+        raw = os.read(fd, MAX_VOLUME_DATA_BYTES + 1)
+    except OSError:
+        return {}
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_VOLUME_DATA_BYTES:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _stale_socket_source(mount_root: str, config: Config) -> VolumeSource:
+def _stale_source(mount_root: str, mounted: os.stat_result, config: Config,
+                  agent: AgentSources) -> VolumeSource | None:
+    """The configured source a mount of a since-deleted inode was made from,
+    by the file name the mount table still records (``<path>//deleted``)."""
     name = os.path.basename(mount_root.removesuffix(_DELETED))
-    for volume_type, path in ((sockets.DSD_SOCKET, config.dsd_host_socket_path),
-                              (sockets.APM_SOCKET, config.apm_host_socket_path)):
-        if name == os.path.basename(path):
-            return VolumeSource(volume_type, path, Kind.SOCKET)
-    return VolumeSource(UNKNOWN_TYPE, "", Kind.SOCKET)
-
-
-def _source_of(mounted: os.stat_result, mount_root: str, config: Config,
-               known: list[tuple[VolumeSource, os.stat_result]]) -> VolumeSource | None:
-    for source, live in known:
-        if (live.st_dev, live.st_ino) == (mounted.st_dev, mounted.st_ino):
-            return source
     if stat.S_ISSOCK(mounted.st_mode):
-        return _stale_socket_source(mount_root, config)
-    return None
+        candidates = ((sockets.DSD_SOCKET, config.dsd_host_socket_path),
+                      (sockets.APM_SOCKET, config.apm_host_socket_path))
+        fallback: VolumeSource | None = VolumeSource(UNKNOWN_TYPE, "", Kind.SOCKET)
+    elif stat.S_ISDIR(mounted.st_mode) and mount_root.endswith(_DELETED):
+        candidates = ((sockets.DSD_SOCKET_DIRECTORY, config.dsd_host_socket_path),
+                      (sockets.APM_SOCKET_DIRECTORY, config.apm_host_socket_path))
+        fallback = None
+    else:
+        return None
+    for volume_type, socket_path in candidates:
+        source = sockets.resolve({"type": volume_type}, config)
+        assert source is not None
+        resolved = (socket_path if source.kind is Kind.SOCKET
+                    else agent.resolved(os.path.dirname(socket_path)))
+        if name == os.path.basename(resolved) or name == os.path.basename(source.host_path):
+            return source
+    return fallback
 
 
-def _inspect(target: targets.Target) -> tuple[os.stat_result, bool] | None:
-    """The mounted inode and whether it is read-only, without following symlinks."""
-    try:
-        parent_fd = targets.open_parent(target)
-    except (RequestError, OSError):
-        return None
-    try:
-        fd = targets.open_leaf(parent_fd, target.leaf)
-        try:
-            return os.fstat(fd), bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY)
-        finally:
-            os.close(fd)
-    except OSError:
-        return None
-    finally:
-        os.close(parent_fd)
+def _source_of(mounted: os.stat_result, mount_root: str, config: Config, agent: AgentSources,
+               known: list[tuple[VolumeSource, Identity]]) -> VolumeSource | None:
+    for source, live in known:
+        if live == identity(mounted):
+            return source
+    return _stale_source(mount_root, mounted, config, agent)
 
 
 def recover(config: Config, publisher: Publisher, mountinfo: str = MOUNTINFO) -> list[Published]:
     """Adopt this driver's mounts under the pods directory; return what was adopted."""
-    known = _known_sources(config)
+    known = _known_sources(config, publisher.sources)
     adopted = []
     for path, mount_root in sorted(mount_points_under(config.pods_dir, mountinfo).items()):
         try:
             target = targets.parse(path, config.pods_dir)
         except RequestError:
             continue  # not a CSI volume target (secrets, projected volumes, ...)
-        data = _volume_data(target)
-        if data.get("driverName", config.driver_name) != config.driver_name:
-            continue
         inspected = _inspect(target)
         if inspected is None:
             continue
-        mounted, readonly = inspected
-        source = _source_of(mounted, mount_root, config, known)
+        data, mounted = inspected
+        driver_name = data.get("driverName")
+        if driver_name not in (None, config.driver_name):
+            continue
+        if driver_name is None and mount_root.endswith(_DELETED) and stat.S_ISDIR(mounted.st_mode):
+            continue  # a deleted directory is only claimed when the kubelet's record says ours
+        source = _source_of(mounted, mount_root, config, publisher.sources, known)
         if source is None:
             continue
-        entry = Published(str(data.get("volumeHandle", "")), source, readonly)
+        entry = Published(str(data.get("volumeHandle", "")), source, identity(mounted))
         publisher.adopt(path, entry)
         adopted.append(entry)
     return adopted
+
+
+def _inspect(target: targets.Target) -> tuple[dict, os.stat_result] | None:
+    """The kubelet's record and the mounted inode, without following symlinks."""
+    try:
+        parent_fd = targets.open_parent(target)
+    except (RequestError, OSError):
+        return None
+    try:
+        data = read_volume_data(parent_fd)
+        fd = targets.open_leaf(parent_fd, target.leaf)
+        try:
+            return data, os.fstat(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(parent_fd)

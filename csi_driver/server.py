@@ -23,7 +23,9 @@ from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.identity import IdentityService
 from csi_driver.metrics import HttpServer, Metrics
 from csi_driver.node import NodeService
+from csi_driver.publisher import Publisher
 from csi_driver.request_decoding import RejectUndecodable
+from csi_driver.sources import AgentSources
 from csi_driver.volume_stats import count_stale
 
 log = logging.getLogger("csi_driver.server")
@@ -40,6 +42,10 @@ GRACE_SECONDS = 30.0
 
 
 class EndpointInUse(RuntimeError):
+    pass
+
+
+class MetricsPortUnavailable(RuntimeError):
     pass
 
 
@@ -114,7 +120,8 @@ class Driver:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.node = NodeService(config, self.metrics)
+        self.sources = AgentSources(config)
+        self.node = NodeService(config, self.metrics, Publisher(self.sources))
         self.metrics.stale_socket_mounts.set_function(lambda: count_stale(self.node.publisher))
         self._grpc: grpc.Server | None = None
         self._http: HttpServer | None = None
@@ -127,7 +134,34 @@ class Driver:
         return self.config.socket_path
 
     def start(self) -> None:
+        if self.config.metrics_port:
+            # Bound first: a port already taken stops start-up here, before the
+            # CSI endpoint exists, instead of leaving a socket nobody serves.
+            try:
+                self._http = HttpServer(self.metrics, self.config.metrics_port,
+                                        live=lambda: self._serving, ready=self.ready,
+                                        host=self.config.metrics_address)
+            except OSError as err:
+                raise MetricsPortUnavailable(
+                    f"cannot listen on metrics address {self.config.metrics_address or '*'} port "
+                    f"{self.config.metrics_port}: {os.strerror(err.errno or 0)} (set --metrics-port "
+                    "to a free port, or 0 to disable metrics and health checks)") from None
+        try:
+            self._start_grpc()
+        except BaseException:
+            if self._http is not None:
+                self._http.stop()
+            raise
+        if self._http is not None:
+            self._http.start()
+        log.info("serving", extra={"endpoint": self.config.csi_endpoint,
+                                   "driver_name": self.config.driver_name,
+                                   "node_id": self.config.node_id,
+                                   "metrics_port": self.config.metrics_port})
+
+    def _start_grpc(self) -> None:
         claim_endpoint(self.socket_path)
+        self.sources.log_resolution()
         self._adopt_published_volumes()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS,
                                                         thread_name_prefix="csi"),
@@ -143,14 +177,6 @@ class Driver:
         server.start()
         self._grpc = server
         self._serving = True
-        if self.config.metrics_port:
-            self._http = HttpServer(self.metrics, self.config.metrics_port,
-                                    live=lambda: self._serving, ready=self.ready)
-            self._http.start()
-        log.info("serving", extra={"endpoint": self.config.csi_endpoint,
-                                   "driver_name": self.config.driver_name,
-                                   "node_id": self.config.node_id,
-                                   "metrics_port": self.config.metrics_port})
 
     def _adopt_published_volumes(self) -> None:
         """Take over the mounts an earlier process left, before any call arrives."""

@@ -1,23 +1,24 @@
 """NodeGetVolumeStats: usage of the published volume and its health.
 
-A socket-file volume pins the inode of the socket it was published with. When
-the agent restarts it re-creates its socket, and the pod keeps a dead inode:
-connections fail although the path still exists. This module detects exactly
-that (target inode != live socket inode) and reports it as an abnormal volume
-condition; the directory types re-resolve the socket on every connect and
-cannot go stale.
+A mount pins the inode it was made from. When the agent restarts it re-creates
+its socket, and a socket-file volume keeps a dead inode: connections fail
+although the path still exists. The directory types re-resolve the socket on
+every connect, unless the directory itself is deleted and re-created: then the
+pod keeps the old, empty directory. Both are detected the same way (the
+identity recorded at publish time != the live source's) and reported as an
+abnormal volume condition, as is a mount this driver did not make.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 
 from csi_driver import mounts, targets
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2
 from csi_driver.errors import not_found
-from csi_driver.publisher import Publisher
+from csi_driver.publisher import Published, Publisher
+from csi_driver.sources import Identity, identity
 from csi_driver.volumes import Kind
 
 _Usage = csi_pb2.VolumeUsage
@@ -31,34 +32,33 @@ def stale_message(host_path: str) -> str:
     )
 
 
-def _same_inode(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+def _abnormal(message: str) -> csi_pb2.VolumeCondition:
+    return csi_pb2.VolumeCondition(abnormal=True, message=message)
 
 
-def _live(path: str) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except OSError:
-        return None
-
-
-def condition(target_fd: int, source_path: str | None, kind: Kind, config: Config
-              ) -> csi_pb2.VolumeCondition:
-    mounted = os.fstat(target_fd)
-    if kind is Kind.DIRECTORY:
-        live = _live(source_path) if source_path else None
-        if source_path and live is None:
-            return csi_pb2.VolumeCondition(
-                abnormal=True, message=f"the agent socket directory {source_path} no longer exists")
-        return csi_pb2.VolumeCondition(abnormal=False, message="socket directory is published")
-    candidates = [source_path] if source_path else [
-        config.dsd_host_socket_path, config.apm_host_socket_path]
-    for path in candidates:
-        live = _live(path)
-        if live is not None and stat.S_ISSOCK(live.st_mode) and _same_inode(live, mounted):
-            return csi_pb2.VolumeCondition(abnormal=False, message=f"{path} is the live agent socket")
-    return csi_pb2.VolumeCondition(abnormal=True, message=stale_message(
-        source_path or " or ".join(candidates)))
+def condition(target_fd: int, known: Published | None, publisher: Publisher,
+              config: Config) -> csi_pb2.VolumeCondition:
+    mounted = identity(os.fstat(target_fd))
+    if known is None:
+        return _abnormal(
+            "this mount was not made by this driver (neither published by it nor found among its "
+            "volumes at start-up); unpublish it, or delete the pod, so the kubelet publishes it anew")
+    source = known.source
+    if known.mounted != mounted:
+        return _abnormal(f"something other than {source.host_path or 'the agent socket'} is "
+                         "mounted over this volume; delete the pod so the kubelet publishes it anew")
+    live = publisher.sources.live_identity(source) if source.host_path else None
+    if live == mounted:
+        what = "agent socket" if source.kind is Kind.SOCKET else "agent socket directory"
+        return csi_pb2.VolumeCondition(abnormal=False, message=f"{source.host_path} is the live {what}")
+    if source.kind is Kind.SOCKET:
+        return _abnormal(stale_message(source.host_path or " or ".join(
+            (config.dsd_host_socket_path, config.apm_host_socket_path))))
+    if live is None:
+        return _abnormal(f"the agent socket directory {source.host_path} no longer exists")
+    return _abnormal(
+        f"the agent socket directory {source.host_path} was deleted and re-created after this "
+        "volume was published, so the pod sees the old, empty directory; restart the pod")
 
 
 def stats(volume_id: str, target: targets.Target, publisher: Publisher, config: Config
@@ -76,15 +76,11 @@ def stats(volume_id: str, target: targets.Target, publisher: Publisher, config: 
         try:
             if not mounts.mount_state(fd).is_mount_root:
                 raise missing
-            st = os.fstat(fd)
             known = publisher.lookup(target.path)
             if known is not None and known.volume_id and known.volume_id != volume_id:
                 raise not_found(f"volume {volume_id} is not published at {target.path} "
                                 f"(volume {known.volume_id} is)")
-            kind = known.source.kind if known else (
-                Kind.DIRECTORY if stat.S_ISDIR(st.st_mode) else Kind.SOCKET)
-            source_path = known.source.host_path if known else None
-            volume_condition = condition(fd, source_path, kind, config)
+            volume_condition = condition(fd, known, publisher, config)
             fs = os.fstatvfs(fd)
             usage = [
                 _Usage(unit=_Usage.BYTES, total=fs.f_blocks * fs.f_frsize,
@@ -101,16 +97,14 @@ def stats(volume_id: str, target: targets.Target, publisher: Publisher, config: 
 
 
 def count_stale(publisher: Publisher) -> int:
-    """Published socket-file volumes whose target no longer holds the live socket."""
+    """Published volumes whose mount no longer holds the live agent socket or
+    directory (the agent re-created it, or it is gone)."""
+    live: dict[tuple[str, Kind], Identity | None] = {}
     stale = 0
-    for target_path, entry in publisher.published().items():
-        if entry.source.kind is not Kind.SOCKET:
-            continue
-        try:
-            mounted = os.stat(target_path, follow_symlinks=False)
-        except OSError:
-            continue
-        live = _live(entry.source.host_path)
-        if live is None or not _same_inode(live, mounted):
+    for entry in publisher.published().values():
+        key = (entry.source.host_path, entry.source.kind)
+        if key not in live:
+            live[key] = publisher.sources.live_identity(entry.source) if key[0] else None
+        if live[key] != entry.mounted:
             stale += 1
     return stale

@@ -13,6 +13,7 @@ from typing import Mapping
 
 from csi_driver.config import Config
 from csi_driver.errors import unsupported
+from csi_driver.mounts import Attr
 
 
 class Kind(enum.Enum):
@@ -26,6 +27,25 @@ class VolumeSource:
     host_path: str  # what gets bind-mounted
     kind: Kind
     deprecation: str | None = None  # set for deprecated forms: what to use instead
+    attrs: Attr = Attr(0)  # mount options, set by the family whatever the request asks
+
+
+INVALID_TYPE = "invalid"
+
+
+def type_label(context: Mapping[str, str]) -> str:
+    """The metrics ``type`` label of a request that failed before resolving.
+
+    Only values from a closed set: a label taken from what a pod author
+    wrote would create a series per distinct value, without bound.
+    """
+    from csi_driver.volumes import sockets
+
+    volume_type = context.get("type")
+    if volume_type is None:
+        mode = context.get("mode")
+        return mode if mode in sockets.LEGACY_MODES else INVALID_TYPE
+    return volume_type if volume_type in sockets.KNOWN_TYPES else INVALID_TYPE
 
 
 def resolve(context: Mapping[str, str], config: Config) -> VolumeSource:

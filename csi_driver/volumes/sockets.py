@@ -7,6 +7,7 @@ from typing import Mapping
 
 from csi_driver.config import Config
 from csi_driver.errors import invalid, unsupported
+from csi_driver.mounts import Attr
 from csi_driver.volumes import Kind, VolumeSource
 
 APM_SOCKET = "APMSocket"
@@ -17,6 +18,17 @@ DEPRECATED_SOCKETS_DIRECTORY = "DatadogSocketsDirectory"
 TYPES = (APM_SOCKET, APM_SOCKET_DIRECTORY, DSD_SOCKET, DSD_SOCKET_DIRECTORY)
 LIBRARY_TYPES = ("DatadogLibrary", "DatadogInjectorPreload")
 LEGACY_MODES = ("socket", "local")
+KNOWN_TYPES = frozenset((*TYPES, DEPRECATED_SOCKETS_DIRECTORY, *LIBRARY_TYPES))
+# A pod only ever connects to the agent's sockets, which works through a
+# read-only mount. Read-write would let a pod chmod the node's agent socket or
+# replace it with its own to receive other pods' metrics, whatever readOnly
+# the pod asked for; so these volumes are always read-only and inert.
+MOUNT_ATTRS = Attr.RDONLY | Attr.NOSUID | Attr.NODEV | Attr.NOEXEC
+
+
+def _source(volume_type: str, host_path: str, kind: Kind, deprecation: str | None = None
+            ) -> VolumeSource:
+    return VolumeSource(volume_type, host_path, kind, deprecation, MOUNT_ATTRS)
 
 
 def resolve(context: Mapping[str, str], config: Config) -> VolumeSource | None:
@@ -31,16 +43,16 @@ def resolve(context: Mapping[str, str], config: Config) -> VolumeSource | None:
 def _by_type(volume_type: str, config: Config) -> VolumeSource:
     apm, dsd = config.apm_host_socket_path, config.dsd_host_socket_path
     if volume_type == APM_SOCKET:
-        return VolumeSource(APM_SOCKET, apm, Kind.SOCKET)
+        return _source(APM_SOCKET, apm, Kind.SOCKET)
     if volume_type == APM_SOCKET_DIRECTORY:
-        return VolumeSource(APM_SOCKET_DIRECTORY, os.path.dirname(apm), Kind.DIRECTORY)
+        return _source(APM_SOCKET_DIRECTORY, os.path.dirname(apm), Kind.DIRECTORY)
     if volume_type == DSD_SOCKET:
-        return VolumeSource(DSD_SOCKET, dsd, Kind.SOCKET)
+        return _source(DSD_SOCKET, dsd, Kind.SOCKET)
     if volume_type == DSD_SOCKET_DIRECTORY:
-        return VolumeSource(DSD_SOCKET_DIRECTORY, os.path.dirname(dsd), Kind.DIRECTORY)
+        return _source(DSD_SOCKET_DIRECTORY, os.path.dirname(dsd), Kind.DIRECTORY)
     if volume_type == DEPRECATED_SOCKETS_DIRECTORY:
-        return VolumeSource(DEPRECATED_SOCKETS_DIRECTORY, os.path.dirname(dsd), Kind.DIRECTORY,
-                            deprecation=f"use type: {DSD_SOCKET_DIRECTORY} (or {APM_SOCKET_DIRECTORY})")
+        return _source(DEPRECATED_SOCKETS_DIRECTORY, os.path.dirname(dsd), Kind.DIRECTORY,
+                       deprecation=f"use type: {DSD_SOCKET_DIRECTORY} (or {APM_SOCKET_DIRECTORY})")
     if volume_type in LIBRARY_TYPES:
         raise unsupported(
             f"volume type {volume_type!r} (single-step instrumentation) is not supported by this "
@@ -71,8 +83,8 @@ def _legacy(mode: str, path: str, config: Config) -> VolumeSource:
         )
     # The metrics 'type' label of the legacy schema is the mode itself, as in
     # the reference driver, so existing dashboards keep their series.
-    return VolumeSource(mode, path, kind,
-                        deprecation=f"use type: {allowed[path]} instead of mode: {mode} with path")
+    return _source(mode, path, kind,
+                   deprecation=f"use type: {allowed[path]} instead of mode: {mode} with path")
 
 
 def _show(value: str, limit: int = 64) -> str:

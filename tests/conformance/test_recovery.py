@@ -12,6 +12,7 @@ import pytest
 from csi_driver import recovery
 from csi_driver.config import Config
 from csi_driver.publisher import Publisher
+from csi_driver.sources import AgentSources
 from csi_driver.volume_stats import count_stale
 from support import kubelet as layout
 
@@ -65,7 +66,7 @@ def test_recovery_adopts_only_this_drivers_volumes(tmp_path, agent, kubelet_root
     bind(str(unrelated), foreign_dir)
     bind(agent.directory, secret)
 
-    publisher = Publisher()
+    publisher = Publisher(AgentSources(config))
     adopted = recovery.recover(config, publisher)
     published = publisher.published()
     assert sorted(published) == sorted([ours_dsd, ours_dir, ours_apm])

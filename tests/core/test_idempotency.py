@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -51,10 +52,17 @@ def test_different_volume_on_mounted_target_is_refused(driver, kubelet_root):
         with pytest.raises(grpc.RpcError) as err:
             driver.node.NodePublishVolume(request)
         assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    readonly = kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocket"}, readonly=True)
-    with pytest.raises(grpc.RpcError) as err:
-        driver.node.NodePublishVolume(readonly)
-    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS and "read-only" in err.value.details()
+    assert len(mounts_under(target)) == 1
+
+
+def test_republish_ignores_the_requested_read_only_flag(driver, kubelet_root):
+    """Socket volumes are always mounted read-only: a republish asking for the
+    other readOnly asks for the same mount, so it succeeds."""
+    uid = str(uuid.uuid4())
+    target = kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+    for readonly in (False, True, False):
+        driver.node.NodePublishVolume(kubelet.publish_request(
+            kubelet_root, uid, "dd", {"type": "DSDSocket"}, readonly=readonly))
     assert len(mounts_under(target)) == 1
 
 
@@ -73,7 +81,7 @@ def test_unpublish_removes_every_stacked_layer(driver, kubelet_root):
     request = kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocketDirectory"})
     driver.node.NodePublishVolume(request)
     # A second layer on the same target, as a crashed or foreign mounter could leave.
-    os.system(f"mount --bind {os.path.dirname(target)} {target}")
+    subprocess.run(["mount", "--bind", os.path.dirname(target), target], check=True)
     assert len(mounts_under(target)) == 2
     driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
     assert mounts_under(target) == []
@@ -120,23 +128,43 @@ def test_driver_killed_then_unpublish_cleans_up(driver, kubelet_root):
     assert mounts_under(target) == [] and not os.path.exists(target)
 
 
-def test_republish_when_source_directory_is_read_only(driver, agent, kubelet_root):
-    """The chart mounts the agent's directory read-only into the driver: every
-    bind mount then inherits read-only, and republishing must still succeed."""
+@pytest.fixture
+def read_only_agent_directory(agent):
+    """The agent's directory as the shipped chart gives it to the driver: read-only."""
     directory = agent.directory
-    os.system(f"mount --bind {directory} {directory} && mount -o remount,bind,ro {directory}")
+    subprocess.run(["mount", "--bind", directory, directory], check=True)
     try:
-        uid = str(uuid.uuid4())
-        target = kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
-        request = kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocket"})
-        driver.node.NodePublishVolume(request)
-        driver.node.NodePublishVolume(request)
-        assert len(mounts_under(target)) == 1
-        assert pod.send("dgram", target, "through a read-only source").returncode == 0
-        assert DemoAgent.expect(agent.dsd_received) == b"through a read-only source"
-        driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
+        subprocess.run(["mount", "-o", "remount,bind,ro", directory], check=True)
+        assert os.statvfs(directory).f_flag & os.ST_RDONLY
+        yield directory
     finally:
-        os.system(f"umount {directory}")
+        subprocess.run(["umount", directory], check=True)
+
+
+@pytest.mark.parametrize("restart", ["none", "sigterm", "sigkill"])
+@pytest.mark.parametrize("volume_type", ["DSDSocket", "DSDSocketDirectory"])
+def test_republish_when_source_directory_is_read_only(driver, agent, kubelet_root,
+                                                      read_only_agent_directory, volume_type, restart):
+    """The chart mounts the agent's directory read-only into the driver: every
+    bind mount then inherits read-only. A read-write request, then a driver
+    restart, then the kubelet's republish of the same request must succeed."""
+    uid = str(uuid.uuid4())
+    target = kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+    request = kubelet.publish_request(kubelet_root, uid, "dd", {"type": volume_type}, readonly=False)
+    driver.node.NodePublishVolume(request)
+    if restart == "sigterm":
+        assert driver.terminate() == 0
+        driver.start()
+    elif restart == "sigkill":
+        driver.kill()
+        driver.start()
+    driver.node.NodePublishVolume(request)
+    assert len(mounts_under(target)) == 1
+    relative, transport = pod.SOCKET_IN_VOLUME[volume_type]
+    assert pod.send(transport, target, "through a read-only source", relative).returncode == 0
+    assert DemoAgent.expect(agent.received(transport)) == b"through a read-only source"
+    driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
+    assert mounts_under(target) == []
 
 
 def test_volume_stats_checks_the_volume_id(driver, kubelet_root):

@@ -1,0 +1,254 @@
+"""What a client of the metrics port, a pod author or a broken node can make
+the driver hold: bounded series, bounded threads, bounded start-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import grpc
+import pytest
+
+from csi_driver.metrics import CachedCheck, HttpServer, Metrics
+from support import kubelet
+from support.driver import DriverProcess, free_port
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line for line in status if line.startswith("Threads:")).split()[1])
+
+
+@pytest.fixture
+def metered(tmp_path, kubelet_root, agent):
+    port = free_port()
+    process = DriverProcess(str(tmp_path), kubelet_root, agent.dsd_path, agent.apm_path,
+                            extra_args=["--metrics-port", str(port)]).start()
+    process.metrics_port = port  # type: ignore[attr-defined]
+    yield process
+    process.stop()
+
+
+def _get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as reply:
+        return reply.status, reply.read().decode()
+
+
+# ------------------------------------------------------------ label values
+
+def test_unknown_volume_types_share_one_label_value(metered, kubelet_root):
+    """A pod author's raw ``type`` never becomes a label value: 300 distinct
+    values must not make 300 series."""
+    uid = str(uuid.uuid4())
+    kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+    for i in range(300):
+        request = kubelet.publish_request(kubelet_root, uid, "dd", {"type": f"Bogus{i}-{'x' * 40}"})
+        with pytest.raises(grpc.RpcError):
+            metered.node.NodePublishVolume(request)
+    for attributes in ({}, {"mode": "nonsense", "path": "/x"}, {"type": "DSDSocket\u2028"}):
+        with pytest.raises(grpc.RpcError):
+            metered.node.NodePublishVolume(kubelet.publish_request(kubelet_root, uid, "dd", attributes))
+    _, text = _get(metered.metrics_port, "/metrics")
+    attempts = [line for line in text.splitlines()
+                if line.startswith("datadog_csi_driver_node_publish_volume_attempts{")]
+    assert sorted(attempts) == sorted([
+        'datadog_csi_driver_node_publish_volume_attempts{path="",status="failed",type="invalid"} 1.0',
+        'datadog_csi_driver_node_publish_volume_attempts{path="",status="unsupported",type="invalid"} 302.0',
+    ]), attempts
+    assert "Bogus" not in text
+
+
+# ---------------------------------------------------------- HTTP endpoint
+
+def test_idle_connections_hold_no_threads_and_are_dropped(metered):
+    """Idle TCP connections cost neither a thread each nor forever."""
+    pid = metered.process.pid
+    before = _threads(pid)
+    idle = []
+    for _ in range(200):
+        idle.append(socket.create_connection(("127.0.0.1", metered.metrics_port), timeout=5))
+    time.sleep(0.5)
+    assert _threads(pid) <= before + 2, f"{_threads(pid)} threads with 200 idle connections"
+    # The server drops a connection that sends nothing within its request timeout.
+    idle[0].settimeout(HttpServer.REQUEST_TIMEOUT + 10)
+    started = time.monotonic()
+    assert idle[0].recv(1) == b""
+    assert time.monotonic() - started < HttpServer.REQUEST_TIMEOUT + 5
+    for conn in idle:
+        conn.close()
+    assert _get(metered.metrics_port, "/healthz")[0] == 200
+
+
+def test_connections_over_the_cap_are_closed_at_once(agent, kubelet_root, tmp_path):
+    server = HttpServer(Metrics(), 0, live=lambda: True, ready=lambda: True, host="127.0.0.1")
+    server.MAX_CONNECTIONS = 8
+    server.start()
+    try:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(8)]
+        deadline = time.monotonic() + 5
+        while server.open_connections < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        extra.settimeout(5)
+        try:
+            assert extra.recv(1) == b""  # closed without being served
+        except ConnectionResetError:
+            pass
+        extra.close()
+        for conn in held:
+            conn.close()
+        deadline = time.monotonic() + 5
+        while server.open_connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _get(server.port, "/healthz")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_oversized_and_malformed_requests_get_nothing(agent):
+    server = HttpServer(Metrics(), 0, live=lambda: True, ready=lambda: True, host="127.0.0.1")
+    server.start()
+    try:
+        for payload in (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n", b"\xff\xfe garbage\r\n\r\n"):
+            conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            conn.sendall(payload)
+            reply = conn.recv(200)
+            conn.close()
+            assert reply == b"" or reply.startswith(b"HTTP/1.1 405"), reply
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        conn.sendall(b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.recv(200).startswith(b"HTTP/1.1 405")
+        conn.close()
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _get(server.port, "/nothing")
+        assert err.value.code == 404
+    finally:
+        server.stop()
+
+
+def test_readiness_is_evaluated_at_most_once_per_interval():
+    calls = []
+    now = [100.0]
+    check = CachedCheck(lambda: calls.append(1) or True, ttl=2.0, clock=lambda: now[0])
+    assert all(check() for _ in range(50))
+    assert len(calls) == 1
+    now[0] += 2.5
+    assert check() and len(calls) == 2
+
+
+def test_readyz_flood_runs_few_probes():
+    probes = []
+
+    def ready() -> bool:
+        probes.append(1)
+        time.sleep(0.05)  # a Probe over the CSI socket takes a while
+        return True
+
+    server = HttpServer(Metrics(), 0, live=lambda: True, ready=ready, host="127.0.0.1")
+    server.start()
+    try:
+        results = []
+        workers = [threading.Thread(target=lambda: results.append(_get(server.port, "/readyz")[0]))
+                   for _ in range(40)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert results == [200] * 40
+        assert len(probes) <= 2, f"{len(probes)} probes for 40 requests"
+    finally:
+        server.stop()
+
+
+def test_metrics_address_limits_where_it_listens(tmp_path, kubelet_root, agent):
+    port = free_port()
+    process = DriverProcess(str(tmp_path), kubelet_root, agent.dsd_path, agent.apm_path,
+                            extra_args=["--metrics-port", str(port),
+                                        "--metrics-address", "127.0.0.1"]).start()
+    try:
+        assert _get(port, "/healthz")[0] == 200
+        listening = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True,
+                                   text=True, check=True).stdout.split()
+        assert f"127.0.0.1:{port}" in listening, listening
+    finally:
+        process.stop()
+
+
+def test_metrics_port_in_use_stops_start_up_cleanly(tmp_path, kubelet_root, agent):
+    taken = socket.create_server(("", 0))
+    port = taken.getsockname()[1]
+    process = DriverProcess(str(tmp_path), kubelet_root, agent.dsd_path, agent.apm_path,
+                            extra_args=["--metrics-port", str(port)])
+    try:
+        process.start(wait=False)
+        assert process.process.wait(timeout=20) == 1
+    finally:
+        taken.close()
+    errors = [json.loads(line) for line in process.logs().splitlines()
+              if line.startswith("{") and json.loads(line)["level"] == "error"]
+    assert len(errors) == 1 and f"port {port}" in errors[0]["msg"], process.logs()
+    assert "Traceback" not in process.logs()
+    assert not os.path.lexists(process.socket_path)
+
+
+# -------------------------------------------------------------------- logs
+
+def test_log_lines_never_hold_unicode_line_breaks(driver, kubelet_root):
+    uid = str(uuid.uuid4())
+    kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+    request = kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocket"})
+    request.volume_id = "csi-a\u2028b\u0085c\u2029d"
+    driver.node.NodePublishVolume(request)
+    raw = open(driver.log_path, "rb").read()
+    for separator in ("\u2028", "\u2029", "\u0085"):
+        assert separator.encode() not in raw
+    lines = raw.decode().splitlines()  # splits on every Unicode line break
+    entries = [json.loads(line) for line in lines if line]
+    assert any(entry.get("volume_id") == request.volume_id for entry in entries)
+
+
+# ---------------------------------------------------------------- start-up
+
+def test_csi_endpoint_longer_than_a_unix_socket_allows_is_a_config_error(tmp_path):
+    endpoint = "unix:///" + "d" * 120 + "/csi.sock"
+    result = subprocess.run([sys.executable, "-m", "csi_driver", "--csi-endpoint", endpoint],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "at most 107 bytes" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("planted", ["fifo", "dev-zero", "huge"])
+def test_unreadable_volume_data_does_not_stall_start_up(driver, kubelet_root, planted):
+    """Recovery reads the kubelet's vol_data.json of every mounted volume:
+    a FIFO there must not hang start-up, nor /dev/zero exhaust memory."""
+    uid = str(uuid.uuid4())
+    kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
+    driver.node.NodePublishVolume(kubelet.publish_request(kubelet_root, uid, "dd", {"type": "DSDSocket"}))
+    driver.kill()
+    data = os.path.join(kubelet.volume_dir(kubelet_root, uid, "dd"), "vol_data.json")
+    os.unlink(data)
+    if planted == "fifo":
+        os.mkfifo(data)
+    elif planted == "dev-zero":
+        os.symlink("/dev/zero", data)
+    else:
+        with open(data, "w") as out:
+            json.dump({"driverName": kubelet.DRIVER, "padding": "x" * (1 << 20)}, out)
+    started = time.monotonic()
+    driver.start(wait=False)
+    driver.wait_ready(timeout=20)
+    assert time.monotonic() - started < 20
+    with open(f"/proc/{driver.process.pid}/status") as status:
+        rss_kb = int(next(line for line in status if line.startswith("VmRSS:")).split()[1])
+    assert rss_kb < 200_000
+    # Adopted all the same (by inode), so unpublish cleans up.
+    driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
+    assert not os.path.lexists(kubelet.target_path(kubelet_root, uid, "dd"))
