@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import grpc
 
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
-from support import kubelet
+from csi_driver.sandbox import kubelet
+from csi_driver.volumes.sockets import TYPES
 from support.driver import DriverProcess
 
-TYPES = ("APMSocket", "DSDSocket", "APMSocketDirectory", "DSDSocketDirectory")
 _clock = time.perf_counter
 
 

@@ -43,3 +43,7 @@ def aborted(message: str) -> RequestError:
 
 def internal(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.INTERNAL, message)
+
+
+def unimplemented(message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.UNIMPLEMENTED, message)

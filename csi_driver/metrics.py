@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
@@ -63,11 +64,36 @@ class _AttemptCounters:
             yield family
 
 
+class _PublishedVolumes:
+    """``datadog_csi_driver_published_volumes{type}``, counted when scraped.
+
+    A type keeps its series (at 0) once it has been seen, as a pushed gauge
+    would, so a dashboard sees the drop to zero rather than a gap.
+    """
+
+    NAME = "datadog_csi_driver_published_volumes"
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+        self._seen: set[str] = set()
+
+    def collect(self) -> Iterable[Metric]:
+        counts = self._counts()
+        self._seen.update(counts)
+        family = GaugeMetricFamily(self.NAME, "Volumes this driver process currently has "
+                                   "published, by type", labels=["type"])
+        for volume_type in sorted(self._seen):
+            family.add_metric([volume_type], counts.get(volume_type, 0))
+        yield family
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, published_by_type: Callable[[], dict[str, int]] = dict,
+                 stale_volumes: Callable[[], float] = lambda: 0) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.attempts = _AttemptCounters()
         self.registry.register(self.attempts)
+        self.registry.register(_PublishedVolumes(published_by_type))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.publish_seconds = Histogram(
@@ -78,15 +104,12 @@ class Metrics:
             "datadog_csi_driver_node_unpublish_volume_duration_seconds",
             "NodeUnpublishVolume latency by status",
             ["status"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.published_volumes = Gauge(
-            "datadog_csi_driver_published_volumes",
-            "Volumes this driver process currently has published, by type",
-            ["type"], registry=self.registry)
         self.stale_socket_mounts = Gauge(
             "datadog_csi_driver_stale_socket_mounts",
             "Published volumes whose mount no longer holds the live agent socket or socket "
             "directory (the agent re-created it since; pods need a restart)",
             registry=self.registry)
+        self.stale_socket_mounts.set_function(stale_volumes)
 
     def publish(self, volume_type: str, path: str, status: str, seconds: float) -> None:
         self.attempts.inc(PUBLISH_ATTEMPTS, type=volume_type, path=path, status=status)

@@ -32,7 +32,7 @@ import os
 import platform
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -149,33 +149,48 @@ MOUNTINFO = "/proc/self/mountinfo"
 _OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
 
+class MountEntry(NamedTuple):
+    """One line of a mountinfo table, its path fields unescaped."""
+
+    root: str  # the mount's root inside its filesystem ("//deleted" appended when unlinked)
+    mount_point: str
+    options: tuple[str, ...]  # per-mount options: ro/rw, nosuid, nodev, noexec, ...
+
+
 def _unescape(field: bytes) -> str:
     """mountinfo escapes space, tab, newline and backslash as \\ooo."""
     return os.fsdecode(_OCTAL_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), field))
 
 
-def mount_table(mountinfo: str = MOUNTINFO) -> Iterator[tuple[str, str]]:
-    """(mount root inside its filesystem, mount point) for every mount, in order."""
+def mount_table(mountinfo: str = MOUNTINFO) -> Iterator[MountEntry]:
+    """Every mount of a mountinfo table (this process's namespace by default),
+    in order: later entries are mounted on top of earlier ones."""
     with open(mountinfo, "rb") as table:
         for line in table:
-            fields = line.split(b" ", 5)
-            yield _unescape(fields[3]), _unescape(fields[4])
+            fields = line.split(b" ", 6)
+            yield MountEntry(_unescape(fields[3]), _unescape(fields[4]),
+                             tuple(fields[5].decode().split(",")))
+
+
+def entry_at(mount_point: str, mountinfo: str = MOUNTINFO) -> MountEntry | None:
+    """The topmost mount at ``mount_point``, or None: linear, for diagnostics and tests."""
+    found = None
+    for entry in mount_table(mountinfo):
+        if entry.mount_point == mount_point:
+            found = entry
+    return found
 
 
 def mount_source(mount_root_fd: int) -> str:
     """The source (root inside its filesystem) of the mount behind ``mount_root_fd``,
     from the mount table: linear, for diagnostics only."""
-    point = os.readlink(fd_path(mount_root_fd))
-    found = ""
-    for root, mount_point in mount_table():
-        if mount_point == point:
-            found = root  # the last one listed is the top of a stack
-    return found
+    entry = entry_at(os.readlink(fd_path(mount_root_fd)))
+    return entry.root if entry is not None else ""
 
 
 def _in_mountinfo(path: str) -> bool:
     """Fallback for kernels before 5.8: linear scan of this namespace's mount table."""
-    return any(mount_point == path for _root, mount_point in mount_table())
+    return any(entry.mount_point == path for entry in mount_table())
 
 
 class Attr(enum.IntFlag):

@@ -4,6 +4,9 @@ Callers serialize work per volume and per target (see ``node.py``); this module
 assumes it is alone on the target it is handed. Every failure path undoes what
 this call created, so a refused or failed publish leaves the disk and the mount
 table as they were.
+
+The mount calls go through the ``mounts`` module's functions, looked up at
+call time: the unit tests replace them with an in-memory mount table.
 """
 
 from __future__ import annotations
@@ -12,16 +15,12 @@ import errno
 import logging
 import os
 import stat
-import threading
-from dataclasses import dataclass
-
-import grpc
 
 from csi_driver import mounts, targets
-from csi_driver.errors import (RequestError, aborted, already_exists, internal, invalid,
-                               precondition)
-from csi_driver.requests import Publish, Unpublish
-from csi_driver.sources import AgentSources, Identity, OpenSource, identity
+from csi_driver.errors import RequestError, aborted, already_exists, internal, invalid, precondition
+from csi_driver.registry import Published, PublishedVolumes
+from csi_driver.sources import AgentSources, OpenSource, identity
+from csi_driver.validation import Publish, Unpublish
 from csi_driver.volumes import Kind, VolumeSource
 
 log = logging.getLogger(__name__)
@@ -34,55 +33,10 @@ _TARGET_RACED = frozenset({errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISD
                            errno.ENOTEMPTY, errno.ELOOP})
 
 
-@dataclass(frozen=True)
-class Published:
-    volume_id: str
-    source: VolumeSource
-    # What the mount pins: the source's identity when it was mounted. The
-    # agent re-creating its socket or directory changes the live identity,
-    # not this one; something mounted over the target changes what the
-    # target shows, not this one.
-    mounted: Identity
-
-
 class Publisher:
-    def __init__(self, sources: AgentSources) -> None:
+    def __init__(self, published: PublishedVolumes, sources: AgentSources) -> None:
+        self.published = published
         self.sources = sources
-        self._published: dict[str, Published] = {}
-        # Entries of _published per volume type, kept in step by _remember:
-        # every call reports the published-volumes gauge, and counting by
-        # scanning _published made each call linear in the volumes on the node.
-        self._counts: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def published(self) -> dict[str, Published]:
-        with self._lock:
-            return dict(self._published)
-
-    def count(self, volume_type: str) -> int:
-        with self._lock:
-            return self._counts.get(volume_type, 0)
-
-    def lookup(self, target_path: str) -> Published | None:
-        with self._lock:
-            return self._published.get(target_path)
-
-    def adopt(self, target_path: str, entry: Published) -> None:
-        """Record a volume an earlier driver process published (see ``recovery``)."""
-        self._remember(target_path, entry)
-
-    def _remember(self, target_path: str, entry: Published | None) -> None:
-        with self._lock:
-            old = self._published.pop(target_path, None)
-            if old is not None:
-                left = self._counts[old.source.type] - 1
-                if left:
-                    self._counts[old.source.type] = left
-                else:
-                    del self._counts[old.source.type]
-            if entry is not None:
-                self._published[target_path] = entry
-                self._counts[entry.source.type] = self._counts.get(entry.source.type, 0) + 1
 
     # ------------------------------------------------------------ publish
 
@@ -94,7 +48,7 @@ class Publisher:
             if existing is not None:
                 if stat.S_ISLNK(existing.st_mode):
                     raise invalid(f"target {req.target.path} is a symlink; refusing to mount over it")
-                if self._confirm_republish(req, parent_fd):
+                if self._holds_this_volume(req, parent_fd):
                     return False
             with self.sources.open(req.source) as source:
                 created = self._prepare_target(req, parent_fd, existing)
@@ -102,19 +56,16 @@ class Publisher:
                     self._mount(req, parent_fd, source)
                 except BaseException:
                     if created:
-                        _remove_leaf(parent_fd, req.target.leaf, req.source.kind)
+                        _remove_created(parent_fd, req)
                     raise
-                log.debug("mounted", extra={"source": req.source.host_path,
-                                            "inode": source.stat.st_ino})
-                self._remember(req.target.path, Published(req.volume_id, req.source, source.identity))
+                self.published.record(req.target.path,
+                                      Published(req.volume_id, req.source, source.identity))
             return True
         except mounts.MountError as err:
             raise internal(f"bind mount of {req.source.host_path} onto {req.target.path} failed: "
                            f"{os.strerror(err.errno or 0)}") from None
         except OSError as err:
-            if err.errno in _TARGET_RACED:
-                raise _changed(req.target, err) from None
-            raise
+            raise _raced_or(err, req.target) from None
         finally:
             os.close(parent_fd)
 
@@ -138,20 +89,22 @@ class Publisher:
             raise precondition(f"{req.source.host_path} disappeared while publishing; the "
                                "Datadog Agent may be restarting, retry")
 
-    def _confirm_republish(self, req: Publish, parent_fd: int) -> bool:
-        """True when the target already holds this volume (and records it again);
-        ALREADY_EXISTS when it holds something else; False when nothing is mounted."""
+    def _holds_this_volume(self, req: Publish, parent_fd: int) -> bool:
+        """Whether the target already holds this volume: if so, record it again
+        (and add any mount option it lacks); if it holds something else, raise
+        ALREADY_EXISTS; False when nothing is mounted there."""
         target_fd = targets.open_leaf(parent_fd, req.target.leaf)
         try:
             if not mounts.mount_state(target_fd).is_mount_root:
                 return False
-            known = self.lookup(req.target.path)
-            if known is not None and known.volume_id and known.volume_id != req.volume_id:
+            other = self.published.other_volume_at(req.target.path, req.volume_id)
+            if other is not None:
                 raise already_exists(
-                    f"target {req.target.path} already has volume {known.volume_id} published; "
+                    f"target {req.target.path} already has volume {other} published; "
                     f"refusing to publish {req.volume_id} over it"
                 )
             mounted = identity(os.fstat(target_fd))
+            known = self.published.lookup(req.target.path)
             # Ours if it is the live source, or what we recorded mounting from
             # the same source (an agent that re-created its socket since).
             # Compared by path, not type: a legacy ``mode: socket`` request and
@@ -173,7 +126,7 @@ class Publisher:
                 mounts.add_attrs(target_fd, missing)
                 log.info("added mount options to an existing volume",
                          extra={"target": req.target.path, "added": str(missing)})
-            self._remember(req.target.path, Published(req.volume_id, req.source, mounted))
+            self.published.record(req.target.path, Published(req.volume_id, req.source, mounted))
             return True
         finally:
             os.close(target_fd)
@@ -184,10 +137,9 @@ class Publisher:
         want_dir = req.source.kind is Kind.DIRECTORY
         if existing is not None:
             is_dir = stat.S_ISDIR(existing.st_mode)
-            # Mounting over contents would hide them (the kubelet's
-            # vol_data.json, files someone left in a directory).
-            if not (_is_empty_dir(parent_fd, leaf) if is_dir else
-                    stat.S_ISREG(existing.st_mode) and existing.st_size == 0):
+            if not _is_empty_mount_point(parent_fd, leaf, existing):
+                # Mounting over contents would hide them (the kubelet's
+                # vol_data.json, files someone left in a directory).
                 raise precondition(
                     f"target {req.target.path} exists but is not an empty file or directory; "
                     "refusing to mount over it"
@@ -196,10 +148,7 @@ class Publisher:
                 return False
             # A leftover empty mount point of the other kind (e.g. a directory
             # pre-created by a CO for a socket-file volume) is replaced.
-            if is_dir:
-                os.rmdir(leaf, dir_fd=parent_fd)
-            else:
-                os.unlink(leaf, dir_fd=parent_fd)
+            targets.remove_leaf(parent_fd, leaf, is_dir)
         try:
             if want_dir:
                 os.mkdir(leaf, TARGET_DIR_MODE, dir_fd=parent_fd)
@@ -218,33 +167,29 @@ class Publisher:
         """Unmount every layer at the target and remove it; False if nothing was there."""
         try:
             parent_fd = targets.open_parent(req.target)
-        except RequestError as err:
-            if err.code is grpc.StatusCode.FAILED_PRECONDITION:  # parent already gone
-                self._remember(req.target.path, None)
-                return False
-            raise
+        except targets.ParentMissing:  # the kubelet cleaned up already
+            self.published.forget(req.target.path)
+            return False
         try:
             existing = targets.lstat_leaf(parent_fd, req.target.leaf)
             if existing is None:
-                self._remember(req.target.path, None)
+                self.published.forget(req.target.path)
                 return False
             if stat.S_ISLNK(existing.st_mode):
                 raise invalid(f"target {req.target.path} is a symlink; refusing to touch it")
-            known = self.lookup(req.target.path)
-            if known is not None and known.volume_id and known.volume_id != req.volume_id:
+            other = self.published.other_volume_at(req.target.path, req.volume_id)
+            if other is not None:
                 log.warning("unpublishing a target recorded for another volume",
-                            extra={"target": req.target.path, "recorded_volume_id": known.volume_id,
+                            extra={"target": req.target.path, "recorded_volume_id": other,
                                    "volume_id": req.volume_id})
-            self._unmount_all(parent_fd, req.target, known)
+            self._unmount_all(parent_fd, req.target, self.published.lookup(req.target.path))
             self._remove_mount_point(parent_fd, req.target)
-            self._remember(req.target.path, None)
+            self.published.forget(req.target.path)
             return True
         except mounts.MountError as err:
             raise internal(f"unmount of {req.target.path} failed: {os.strerror(err.errno or 0)}") from None
         except OSError as err:
-            if err.errno in _TARGET_RACED:
-                raise _changed(req.target, err) from None
-            raise
+            raise _raced_or(err, req.target) from None
         finally:
             os.close(parent_fd)
 
@@ -282,23 +227,16 @@ class Publisher:
         st = targets.lstat_leaf(parent_fd, target.leaf)
         if st is None:
             return
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                os.rmdir(target.leaf, dir_fd=parent_fd)
-            except FileNotFoundError:
-                pass
-            except OSError as err:
-                if err.errno != errno.ENOTEMPTY:
-                    raise
-                log.warning("target directory is not empty after unmount; left in place",
-                            extra={"target": target.path})
-        elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
-            try:
-                os.unlink(target.leaf, dir_fd=parent_fd)
-            except FileNotFoundError:
-                pass
-        else:
+        if not _is_empty_mount_point(parent_fd, target.leaf, st):
             log.warning("target is not an empty mount point after unmount; left in place",
+                        extra={"target": target.path})
+            return
+        try:
+            targets.remove_leaf(parent_fd, target.leaf, stat.S_ISDIR(st.st_mode))
+        except OSError as err:
+            if err.errno != errno.ENOTEMPTY:  # filled since it was looked at: leave it
+                raise
+            log.warning("target directory is not empty after unmount; left in place",
                         extra={"target": target.path})
 
 
@@ -306,22 +244,21 @@ def _same_source(a: VolumeSource, b: VolumeSource) -> bool:
     return (a.host_path, a.kind) == (b.host_path, b.kind)
 
 
-def _remove_leaf(parent_fd: int, leaf: str, kind: Kind) -> None:
+def _remove_created(parent_fd: int, req: Publish) -> None:
     """Undo ``_prepare_target`` after a failed publish: remove the mount point it created."""
     try:
-        if kind is Kind.DIRECTORY:
-            os.rmdir(leaf, dir_fd=parent_fd)
-        else:
-            os.unlink(leaf, dir_fd=parent_fd)
-    except FileNotFoundError:
-        pass
+        targets.remove_leaf(parent_fd, req.target.leaf, req.source.kind is Kind.DIRECTORY)
     except OSError as err:
         log.warning("could not remove the target created by a failed publish",
-                    extra={"leaf": leaf, "error": os.strerror(err.errno or 0)})
+                    extra={"target": req.target.path, "error": os.strerror(err.errno or 0)})
 
 
-def _is_empty_dir(parent_fd: int, leaf: str) -> bool:
-    """Whether ``leaf`` is an empty directory (never following a symlink)."""
+def _is_empty_mount_point(parent_fd: int, leaf: str, st: os.stat_result) -> bool:
+    """An empty directory or an empty regular file (never following a symlink)."""
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size == 0
+    if not stat.S_ISDIR(st.st_mode):
+        return False
     try:
         fd = os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                      dir_fd=parent_fd)
@@ -342,6 +279,11 @@ def _check_kind(req: Publish, st: os.stat_result) -> None:
     ok = stat.S_ISDIR(st.st_mode) if req.source.kind is Kind.DIRECTORY else stat.S_ISREG(st.st_mode)
     if not ok:
         raise aborted(f"target {req.target.path} changed type while publishing; retry")
+
+
+def _raced_or(err: OSError, target: targets.Target) -> Exception:
+    """ABORTED when the target changed under the call; anything else stays what it is."""
+    return _changed(target, err) if err.errno in _TARGET_RACED else err
 
 
 def _changed(target: targets.Target, err: OSError) -> RequestError:

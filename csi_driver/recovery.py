@@ -1,6 +1,6 @@
 """Start-up recovery: adopt the volumes an earlier driver process published.
 
-What this driver has published lives in memory (``Publisher``). After a
+What this driver has published lives in memory (``PublishedVolumes``). After a
 restart or a crash that record is empty while the mounts stay in place, so a
 socket-file volume gone stale (the agent re-created its socket) would not be
 counted, and a republish could not tell a stale mount of ours from a foreign
@@ -29,7 +29,7 @@ import stat
 from csi_driver import mounts, targets
 from csi_driver.config import Config
 from csi_driver.errors import RequestError
-from csi_driver.publisher import Published, Publisher
+from csi_driver.registry import Published, PublishedVolumes
 from csi_driver.sources import AgentSources, Identity, identity
 from csi_driver.volumes import Kind, VolumeSource, sockets
 
@@ -45,9 +45,9 @@ def mount_points_under(directory: str, mountinfo: str = MOUNTINFO) -> dict[str, 
     """Mount point -> mount root (the source path inside its filesystem)."""
     prefix = directory.rstrip("/") + "/"
     found: dict[str, str] = {}
-    for root, mount_point in mounts.mount_table(mountinfo):
-        if mount_point.startswith(prefix):
-            found[mount_point] = root
+    for entry in mounts.mount_table(mountinfo):
+        if entry.mount_point.startswith(prefix):
+            found[entry.mount_point] = entry.root
     return found
 
 
@@ -126,9 +126,10 @@ def _source_of(mounted: os.stat_result, mount_root: str, config: Config, agent: 
     return _stale_source(mount_root, mounted, config, agent)
 
 
-def recover(config: Config, publisher: Publisher, mountinfo: str = MOUNTINFO) -> list[Published]:
+def recover(config: Config, published: PublishedVolumes, sources: AgentSources,
+            mountinfo: str = MOUNTINFO) -> list[Published]:
     """Adopt this driver's mounts under the pods directory; return what was adopted."""
-    known = _known_sources(config, publisher.sources)
+    known = _known_sources(config, sources)
     adopted = []
     for path, mount_root in sorted(mount_points_under(config.pods_dir, mountinfo).items()):
         try:
@@ -144,11 +145,11 @@ def recover(config: Config, publisher: Publisher, mountinfo: str = MOUNTINFO) ->
             continue
         if driver_name is None and mount_root.endswith(_DELETED) and stat.S_ISDIR(mounted.st_mode):
             continue  # a deleted directory is only claimed when the kubelet's record says ours
-        source = _source_of(mounted, mount_root, config, publisher.sources, known)
+        source = _source_of(mounted, mount_root, config, sources, known)
         if source is None:
             continue
         entry = Published(str(data.get("volumeHandle", "")), source, identity(mounted))
-        publisher.adopt(path, entry)
+        published.record(path, entry)
         adopted.append(entry)
     return adopted
 

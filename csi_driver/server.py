@@ -21,10 +21,11 @@ from csi_driver import recovery
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.identity import IdentityService
+from csi_driver.interceptors import InFlight, Outcomes, RejectUndecodable, register
 from csi_driver.metrics import HttpServer, Metrics
 from csi_driver.node import NodeService
 from csi_driver.publisher import Publisher
-from csi_driver.request_decoding import RejectUndecodable
+from csi_driver.registry import PublishedVolumes
 from csi_driver.sources import AgentSources
 from csi_driver.volume_stats import count_stale
 
@@ -47,44 +48,6 @@ class EndpointInUse(RuntimeError):
 
 class MetricsPortUnavailable(RuntimeError):
     pass
-
-
-class InFlight(grpc.ServerInterceptor):
-    """Counts calls being handled, so shutdown can wait for exactly those.
-
-    ``grpc.Server.stop(grace)`` also waits for idle client connections to go
-    away, which a kubelet never does; waiting on this count instead lets a
-    SIGTERM finish in-flight work and exit promptly.
-    """
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._idle = threading.Condition()
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-
-        def counted(request, context):
-            with self._idle:
-                self._count += 1
-            try:
-                return inner(request, context)
-            finally:
-                with self._idle:
-                    self._count -= 1
-                    if self._count == 0:
-                        self._idle.notify_all()
-
-        return grpc.unary_unary_rpc_method_handler(
-            counted, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
-
-    def wait_idle(self, timeout: float) -> bool:
-        with self._idle:
-            return self._idle.wait_for(lambda: self._count == 0, timeout)
 
 
 def claim_endpoint(path: str) -> None:
@@ -119,10 +82,12 @@ class Driver:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.metrics = Metrics()
         self.sources = AgentSources(config)
-        self.node = NodeService(config, self.metrics, Publisher(self.sources))
-        self.metrics.stale_socket_mounts.set_function(lambda: count_stale(self.node.publisher))
+        self.published = PublishedVolumes()
+        self.publisher = Publisher(self.published, self.sources)
+        # Both gauges are computed when scraped, from the registry itself.
+        self.metrics = Metrics(published_by_type=self.published.counts_by_type,
+                               stale_volumes=lambda: count_stale(self.published, self.sources))
         self._grpc: grpc.Server | None = None
         self._http: HttpServer | None = None
         self._stopped = threading.Event()
@@ -165,10 +130,12 @@ class Driver:
         self._adopt_published_volumes()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS,
                                                         thread_name_prefix="csi"),
-                             interceptors=[self._in_flight, RejectUndecodable()],
                              options=[("grpc.so_reuseport", 0)])
-        csi_pb2_grpc.add_IdentityServicer_to_server(IdentityService(self.config), server)
-        csi_pb2_grpc.add_NodeServicer_to_server(self.node, server)
+        layers = [self._in_flight, Outcomes(self.metrics), RejectUndecodable()]
+        register(server, csi_pb2_grpc.add_IdentityServicer_to_server,
+                 IdentityService(self.config), layers)
+        register(server, csi_pb2_grpc.add_NodeServicer_to_server,
+                 NodeService(self.config, self.publisher), layers)
         old_umask = os.umask(0o117)  # socket readable/writable by owner and group only
         try:
             server.add_insecure_port(f"unix://{self.socket_path}")
@@ -180,22 +147,16 @@ class Driver:
 
     def _adopt_published_volumes(self) -> None:
         """Take over the mounts an earlier process left, before any call arrives."""
-        adopted = recovery.recover(self.config, self.node.publisher)
-        for volume_type in {entry.source.type for entry in adopted}:
-            self.metrics.published_volumes.labels(type=volume_type).set(
-                self.node.publisher.count(volume_type))
+        adopted = recovery.recover(self.config, self.published, self.sources)
         if adopted:
             log.info(f"adopted {len(adopted)} volumes published before this start",
-                     extra={"stale_socket_mounts": count_stale(self.node.publisher)})
+                     extra={"stale_volumes": count_stale(self.published, self.sources)})
 
     def ready(self) -> bool:
         """A Probe over the real socket: proves the endpoint the kubelet uses works."""
         with grpc.insecure_channel(f"unix://{self.socket_path}") as channel:
             reply = csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=2)
         return reply.ready.value
-
-    def wait(self) -> None:
-        self._stopped.wait()
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         """Stop accepting calls, let in-flight ones finish, remove the socket."""

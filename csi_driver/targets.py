@@ -23,6 +23,8 @@ import os
 import stat
 from dataclasses import dataclass
 
+import grpc
+
 from csi_driver.errors import RequestError, invalid, precondition
 
 PATH_MAX = 4096
@@ -32,6 +34,13 @@ NAME_MAX = 255
 CSI_PLUGIN_DIR = "kubernetes.io~csi"
 LAYOUT = ("<pod-uid>", "volumes", CSI_PLUGIN_DIR, "<volume-name>", "mount")
 _DIR_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class ParentMissing(RequestError):
+    """A directory of the target's path does not exist (the pod may be gone)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(grpc.StatusCode.FAILED_PRECONDITION, message)
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,7 @@ def open_parent(target: Target) -> int:
             try:
                 next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
-                raise precondition(
+                raise ParentMissing(
                     f"{walked} does not exist; the kubelet creates the parent of the target path "
                     "before publishing, so the pod may already be gone"
                 ) from None
@@ -138,5 +147,12 @@ def open_leaf(parent_fd: int, leaf: str) -> int:
     return os.open(leaf, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
 
 
-def path_error(err: OSError, path: str) -> RequestError:
-    return precondition(f"cannot access {path}: {os.strerror(err.errno or 0)}")
+def remove_leaf(parent_fd: int, leaf: str, is_dir: bool) -> None:
+    """Remove the empty file or directory ``leaf``; already gone is fine."""
+    try:
+        if is_dir:
+            os.rmdir(leaf, dir_fd=parent_fd)
+        else:
+            os.unlink(leaf, dir_fd=parent_fd)
+    except FileNotFoundError:
+        pass

@@ -17,8 +17,8 @@ from csi_driver import mounts, targets
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2
 from csi_driver.errors import not_found
-from csi_driver.publisher import Published, Publisher
-from csi_driver.sources import Identity, identity
+from csi_driver.registry import Published, PublishedVolumes
+from csi_driver.sources import AgentSources, Identity, identity
 from csi_driver.volumes import Kind
 
 _Usage = csi_pb2.VolumeUsage
@@ -36,7 +36,7 @@ def _abnormal(message: str) -> csi_pb2.VolumeCondition:
     return csi_pb2.VolumeCondition(abnormal=True, message=message)
 
 
-def condition(target_fd: int, known: Published | None, publisher: Publisher,
+def condition(target_fd: int, known: Published | None, sources: AgentSources,
               config: Config) -> csi_pb2.VolumeCondition:
     mounted = identity(os.fstat(target_fd))
     if known is None:
@@ -47,7 +47,7 @@ def condition(target_fd: int, known: Published | None, publisher: Publisher,
     if known.mounted != mounted:
         return _abnormal(f"something other than {source.host_path or 'the agent socket'} is "
                          "mounted over this volume; delete the pod so the kubelet publishes it anew")
-    live = publisher.sources.live_identity(source) if source.host_path else None
+    live = sources.live_identity(source) if source.host_path else None
     if live == mounted:
         what = "agent socket" if source.kind is Kind.SOCKET else "agent socket directory"
         return csi_pb2.VolumeCondition(abnormal=False, message=f"{source.host_path} is the live {what}")
@@ -61,8 +61,8 @@ def condition(target_fd: int, known: Published | None, publisher: Publisher,
         "volume was published, so the pod sees the old, empty directory; restart the pod")
 
 
-def stats(volume_id: str, target: targets.Target, publisher: Publisher, config: Config
-          ) -> csi_pb2.NodeGetVolumeStatsResponse:
+def stats(volume_id: str, target: targets.Target, published: PublishedVolumes,
+          sources: AgentSources, config: Config) -> csi_pb2.NodeGetVolumeStatsResponse:
     missing = not_found(f"no volume is published at {target.path}")
     try:
         parent_fd = targets.open_parent(target)
@@ -76,11 +76,11 @@ def stats(volume_id: str, target: targets.Target, publisher: Publisher, config: 
         try:
             if not mounts.mount_state(fd).is_mount_root:
                 raise missing
-            known = publisher.lookup(target.path)
-            if known is not None and known.volume_id and known.volume_id != volume_id:
+            other = published.other_volume_at(target.path, volume_id)
+            if other is not None:
                 raise not_found(f"volume {volume_id} is not published at {target.path} "
-                                f"(volume {known.volume_id} is)")
-            volume_condition = condition(fd, known, publisher, config)
+                                f"(volume {other} is)")
+            volume_condition = condition(fd, published.lookup(target.path), sources, config)
             fs = os.fstatvfs(fd)
             usage = [
                 _Usage(unit=_Usage.BYTES, total=fs.f_blocks * fs.f_frsize,
@@ -96,15 +96,15 @@ def stats(volume_id: str, target: targets.Target, publisher: Publisher, config: 
         os.close(parent_fd)
 
 
-def count_stale(publisher: Publisher) -> int:
+def count_stale(published: PublishedVolumes, sources: AgentSources) -> int:
     """Published volumes whose mount no longer holds the live agent socket or
     directory (the agent re-created it, or it is gone)."""
     live: dict[tuple[str, Kind], Identity | None] = {}
     stale = 0
-    for entry in publisher.published().values():
+    for entry in published.snapshot().values():
         key = (entry.source.host_path, entry.source.kind)
         if key not in live:
-            live[key] = publisher.sources.live_identity(entry.source) if key[0] else None
+            live[key] = sources.live_identity(entry.source) if key[0] else None
         if live[key] != entry.mounted:
             stale += 1
     return stale

@@ -19,9 +19,9 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 
 SANDBOX_ENV = "DATADOG_CSI_SANDBOX_NS"
-DEMO_TYPES = ("DSDSocket", "DSDSocketDirectory", "APMSocket", "APMSocketDirectory")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,8 +75,8 @@ def _run(args: argparse.Namespace) -> int:
     from csi_driver.config import Config
     from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
     from csi_driver.sandbox.agent import DemoAgent
-    from csi_driver.sandbox.pod import SOCKET_IN_VOLUME, send
     from csi_driver.server import Driver
+    from csi_driver.volumes import sockets
 
     root = tempfile.mkdtemp(prefix="dd-csi-sandbox-")
     logs.setup("warning")  # the demo narrates; the driver only speaks up on problems
@@ -100,10 +100,8 @@ def _run(args: argparse.Namespace) -> int:
     failures = 0
     try:
         pod_uid = str(uuid.uuid4())
-        for volume_type in DEMO_TYPES:
-            relative, transport = SOCKET_IN_VOLUME[volume_type]
-            failures += not _demo_volume(node, config, agent, pod_uid, volume_type, relative,
-                                         transport, csi_pb2, send, DemoAgent)
+        for volume_type in sockets.TYPES:
+            failures += not _demo_volume(node, config, agent, pod_uid, volume_type)
         if args.serve:
             _say("\ndriver still serving; Ctrl-C to stop")
             try:
@@ -121,36 +119,30 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _demo_volume(node, config, agent, pod_uid, volume_type, relative, transport, csi_pb2, send,
-                 demo_agent) -> bool:
-    import hashlib
+def _demo_volume(node: Any, config: Any, agent: Any, pod_uid: str, volume_type: str) -> bool:
+    from csi_driver import mounts
+    from csi_driver.sandbox import kubelet
+    from csi_driver.sandbox.agent import DemoAgent
+    from csi_driver.sandbox.pod import SOCKET_IN_VOLUME, send
 
-    volume_name = volume_type.lower()
-    volume_dir = os.path.join(config.pods_dir, pod_uid, "volumes", "kubernetes.io~csi", volume_name)
-    os.makedirs(volume_dir, mode=0o750)  # the kubelet's part: the parent of the target
-    target = os.path.join(volume_dir, "mount")
-    volume_id = "csi-" + hashlib.sha256((pod_uid + volume_name).encode()).hexdigest()
-    capability = csi_pb2.VolumeCapability(
-        mount=csi_pb2.VolumeCapability.MountVolume(),
-        access_mode=csi_pb2.VolumeCapability.AccessMode(mode=1))
+    relative, transport = SOCKET_IN_VOLUME[volume_type]
+    name = volume_type.lower()
+    # The kubelet's part: the target's parent and its vol_data.json.
+    target = kubelet.prepare_volume_dir(config.kubelet_root_dir, pod_uid, name)
     _say(f"\n{volume_type}")
     started = time.perf_counter()
-    node.NodePublishVolume(csi_pb2.NodePublishVolumeRequest(
-        volume_id=volume_id, target_path=target, volume_capability=capability,
-        volume_context={"type": volume_type}))
+    node.NodePublishVolume(kubelet.publish_request(config.kubelet_root_dir, pod_uid, name,
+                                                   {"type": volume_type}))
     _say(f"  NodePublishVolume   {(time.perf_counter() - started) * 1000:.2f} ms")
-    with open("/proc/self/mountinfo") as table:
-        line = next((row for row in table if f" {target} " in row), "")
-    if line:
-        fields = line.split()
-        _say(f"  mounted             {fields[3]} -> .../{volume_name}/mount ({fields[5]})")
+    entry = mounts.entry_at(target)
+    if entry is not None:
+        _say(f"  mounted             {entry.root} -> .../{name}/mount ({','.join(entry.options)})")
     payload = f"hello from a pod through {volume_type}"
     result = send(transport, target, payload, relative)
-    queue = agent.received(transport)
     ok = result.returncode == 0
     if ok:
         try:
-            got = demo_agent.expect(queue, timeout=5).decode()
+            got = DemoAgent.expect(agent.received(transport), timeout=5).decode()
             ok = got == payload
             _say(f"  agent received      {got!r}")
         except Exception:
@@ -158,7 +150,7 @@ def _demo_volume(node, config, agent, pod_uid, volume_type, relative, transport,
     if not ok:
         _say(f"  pod could not reach the agent: {result.stderr.strip()}")
     started = time.perf_counter()
-    node.NodeUnpublishVolume(csi_pb2.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=target))
+    node.NodeUnpublishVolume(kubelet.unpublish_request(config.kubelet_root_dir, pod_uid, name))
     gone = not os.path.lexists(target)
     _say(f"  NodeUnpublishVolume {(time.perf_counter() - started) * 1000:.2f} ms "
          f"(target {'removed' if gone else 'LEFT BEHIND'})")

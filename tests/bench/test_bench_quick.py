@@ -12,9 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from csi_driver.volumes import sockets
+
 REPO = Path(__file__).resolve().parents[2]
 SIZES = ("10", "1,000", "10,000")
-TYPES = ("APMSocket", "DSDSocket", "APMSocketDirectory", "DSDSocketDirectory", "all types")
+TYPES = (*sockets.TYPES, "all types")
 # (row label, once per mount-table size?)
 ROWS = [
     ("csi_driver.mounts (open_tree/move_mount, umount2)", True),

@@ -215,8 +215,7 @@ def _run_all(threads: int, jobs: list[tuple]) -> None:
 def mounts_by_target(pods_dir: str) -> Counter:
     """How many mounts sit on each path under ``pods_dir``."""
     prefix = pods_dir.rstrip("/") + "/"
-    return Counter(row.split(" ", 1)[1] for row in mount_table()
-                   if row.split(" ", 1)[1].startswith(prefix))
+    return Counter(point for _root, point in mount_table() if point.startswith(prefix))
 
 
 def is_mount_point(path: str) -> bool:

@@ -11,7 +11,7 @@ import pytest
 
 from csi_driver import recovery
 from csi_driver.config import Config
-from csi_driver.publisher import Publisher
+from csi_driver.registry import PublishedVolumes
 from csi_driver.sources import AgentSources
 from csi_driver.volume_stats import count_stale
 from support import kubelet as layout
@@ -66,9 +66,9 @@ def test_recovery_adopts_only_this_drivers_volumes(tmp_path, agent, kubelet_root
     bind(str(unrelated), foreign_dir)
     bind(agent.directory, secret)
 
-    publisher = Publisher(AgentSources(config))
-    adopted = recovery.recover(config, publisher)
-    published = publisher.published()
+    registry, sources = PublishedVolumes(), AgentSources(config)
+    adopted = recovery.recover(config, registry, sources)
+    published = registry.snapshot()
     assert sorted(published) == sorted([ours_dsd, ours_dir, ours_apm])
     assert len(adopted) == 3
     assert published[ours_dsd].source.type == "DSDSocket"
@@ -78,4 +78,4 @@ def test_recovery_adopts_only_this_drivers_volumes(tmp_path, agent, kubelet_root
     # Re-created since it was mounted: adopted as stale, by its file name.
     assert published[ours_apm].source.type == "APMSocket"
     assert published[ours_apm].source.host_path == agent.apm_path
-    assert count_stale(publisher) == 1
+    assert count_stale(registry, sources) == 1

@@ -20,6 +20,7 @@ import uuid
 import grpc
 import pytest
 
+from csi_driver import mounts
 from support import kubelet, pod
 from support.agent import DemoAgent
 from support.driver import DriverProcess
@@ -172,9 +173,7 @@ def test_volumes_are_read_only_and_inert_whatever_the_pod_asks(driver, agent, ku
             os.close(directory_fd)
             impostor.close()
         assert err.value.errno == errno.EROFS
-    with open("/proc/self/mountinfo") as table:
-        options = next(line for line in table if f" {target} " in line).split()[5].split(",")
-    assert {"ro", "nosuid", "nodev", "noexec"} <= set(options)
+    assert {"ro", "nosuid", "nodev", "noexec"} <= set(mounts.entry_at(target).options)
     assert os.stat(agent.dsd_path).st_mode & 0o777 == 0o722  # untouched
     # ...and connecting still works.
     relative, transport = pod.SOCKET_IN_VOLUME[volume_type]

@@ -42,7 +42,7 @@ def test_bind_detect_unmount(tmp_path, mount_api, attrs):
         assert mounts.mount_state(fd).is_mount_root
         assert mounts.mounted_attrs(fd) & LOCKED == attrs
         assert (str(source).replace(str(tmp_path), ""), str(target)) in {
-            (root.replace(str(tmp_path), ""), point) for root, point in mounts.mount_table()}
+            (e.root.replace(str(tmp_path), ""), e.mount_point) for e in mounts.mount_table()}
         assert mounts._in_mountinfo(str(target))  # the pre-5.8 fallback agrees
         assert mounts.mount_source(fd).endswith("/source dir")
         mounts.unmount(fd)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import re
 import socket
 import stat
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Callable, Iterable
 
 import grpc
 
+from csi_driver import mounts
 from csi_driver.csi.v1 import csi_pb2
 from support.driver import DriverProcess
 
@@ -70,14 +70,10 @@ def methods() -> list[tuple[str, object]]:
 
 # ------------------------------------------------------------- mount table
 
-_OCTAL = re.compile(rb"\\([0-7]{3})")
-
-
 def mount_points(pid: int | str = "self") -> list[bytes]:
     """Mount points of ``pid``'s namespace, unescaped, as raw bytes."""
-    with open(f"/proc/{pid}/mountinfo", "rb") as table:
-        return sorted(_OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), line.split(b" ")[4])
-                      for line in table)
+    return sorted(os.fsencode(entry.mount_point)
+                  for entry in mounts.mount_table(f"/proc/{pid}/mountinfo"))
 
 
 def difference(after: Iterable[bytes], before: Iterable[bytes]) -> list[bytes]:

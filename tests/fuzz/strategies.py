@@ -19,20 +19,15 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
 
 from csi_driver.csi.v1 import csi_pb2
+from csi_driver.sandbox import kubelet
+from csi_driver.volumes import sockets
 from fuzz.harness import CSI, Layout
 
 _Cap = csi_pb2.VolumeCapability
 _Mode = _Cap.AccessMode
-TYPES = ("DSDSocket", "DSDSocketDirectory", "APMSocket", "APMSocketDirectory",
-         "DatadogSocketsDirectory")
+TYPES = (*sockets.TYPES, sockets.DEPRECATED_SOCKETS_DIRECTORY)
 VOLUME_IDS = tuple("csi-" + hashlib.sha256(name.encode()).hexdigest() for name in ("x", "y", "z"))
-POD_INFO = {
-    "csi.storage.k8s.io/pod.name": "app",
-    "csi.storage.k8s.io/pod.namespace": "default",
-    "csi.storage.k8s.io/pod.uid": "good",
-    "csi.storage.k8s.io/serviceAccount.name": "default",
-    "csi.storage.k8s.io/ephemeral": "true",
-}
+POD_INFO = dict(zip(kubelet.POD_INFO_KEYS, ("app", "default", "good", "default", "true")))
 PUBLISH_FIELDS = ("volume_id", "target_path", "volume_capability", "volume_context",
                   "publish_context", "secrets", "staging_target_path")
 

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from csi_driver.csi.v1 import csi_pb2
+from csi_driver.sandbox import kubelet
 from fuzz import harness, strategies
 from fuzz.harness import Layout
 
@@ -92,14 +93,11 @@ def test_fds_do_not_leak(counted):
 def _every_path_once(layout: Layout):
     """A fixed round of calls through each branch that opens a descriptor."""
     kinds = ("DSDSocket", "DSDSocketDirectory")
-    cap = csi_pb2.VolumeCapability(mount=csi_pb2.VolumeCapability.MountVolume(),
-                                   access_mode=csi_pb2.VolumeCapability.AccessMode(mode=1))
     odd = [layout.target("good", "odd", leaf) for leaf in Layout.LEAVES]
     for target in odd + [layout.target(pod=p) for p in Layout.PODS]:
         for kind in kinds:
-            yield PUBLISH, csi_pb2.NodePublishVolumeRequest(
-                volume_id=strategies.VOLUME_IDS[0], target_path=target, volume_capability=cap,
-                volume_context={"type": kind})
+            yield PUBLISH, kubelet.publish_request_at(target, strategies.VOLUME_IDS[0],
+                                                      {"type": kind})
             yield STATS, csi_pb2.NodeGetVolumeStatsRequest(
                 volume_id=strategies.VOLUME_IDS[0], volume_path=target)
             yield UNPUBLISH, csi_pb2.NodeUnpublishVolumeRequest(

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from csi_driver.csi.v1 import csi_pb2
+from csi_driver.sandbox import kubelet
 from fuzz import harness, strategies
 
 FUZZ = settings(max_examples=harness.examples(), deadline=None, database=None,
@@ -65,12 +66,8 @@ def wire_cases(layout) -> list[tuple[str, tuple[int, ...], str, bytes]]:
     """(method, field path, field name, a valid request to append to) for every
     string field of every request."""
     valid = {
-        "NodePublishVolume": csi_pb2.NodePublishVolumeRequest(
-            volume_id=strategies.VOLUME_IDS[0], target_path=layout.target(),
-            volume_capability=csi_pb2.VolumeCapability(
-                mount=csi_pb2.VolumeCapability.MountVolume(),
-                access_mode=csi_pb2.VolumeCapability.AccessMode(mode=1)),
-            volume_context={"type": "DSDSocketDirectory"}),
+        "NodePublishVolume": kubelet.publish_request_at(
+            layout.target(), strategies.VOLUME_IDS[0], {"type": "DSDSocketDirectory"}),
         "NodeUnpublishVolume": csi_pb2.NodeUnpublishVolumeRequest(
             volume_id=strategies.VOLUME_IDS[0], target_path=layout.target()),
         "NodeGetVolumeStats": csi_pb2.NodeGetVolumeStatsRequest(
@@ -127,12 +124,8 @@ def test_arbitrary_bytes_on_the_wire(counted):
     """Garbage, truncated and over-long messages for every call."""
     fuzz = counted
     names = [method for method, _ in harness.methods()]
-    valid = csi_pb2.NodePublishVolumeRequest(
-        volume_id=strategies.VOLUME_IDS[0], target_path=fuzz.layout.target(),
-        volume_capability=csi_pb2.VolumeCapability(
-            mount=csi_pb2.VolumeCapability.MountVolume(),
-            access_mode=csi_pb2.VolumeCapability.AccessMode(mode=1)),
-        volume_context={"type": "DSDSocket"}).SerializeToString()
+    valid = kubelet.publish_request_at(fuzz.layout.target(), strategies.VOLUME_IDS[0],
+                                       {"type": "DSDSocket"}).SerializeToString()
     payloads = st.one_of(
         st.binary(max_size=512),
         st.integers(0, len(valid) - 1).map(lambda n: valid[:n]),  # truncated
@@ -156,12 +149,8 @@ def test_oversized_messages(counted):
     serving."""
     fuzz = counted
     limit = 4 * 1024 * 1024
-    base = csi_pb2.NodePublishVolumeRequest(
-        volume_id=strategies.VOLUME_IDS[0],
-        volume_capability=csi_pb2.VolumeCapability(
-            mount=csi_pb2.VolumeCapability.MountVolume(),
-            access_mode=csi_pb2.VolumeCapability.AccessMode(mode=1)),
-        volume_context={"type": "DSDSocket"}).SerializeToString()
+    base = kubelet.publish_request_at("", strategies.VOLUME_IDS[0],
+                                      {"type": "DSDSocket"}).SerializeToString()
     for size, expected in ((limit - len(base) - 16, grpc.StatusCode.INVALID_ARGUMENT),
                            (limit + 1, grpc.StatusCode.RESOURCE_EXHAUSTED),
                            (64 * limit, grpc.StatusCode.RESOURCE_EXHAUSTED)):

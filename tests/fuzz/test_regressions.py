@@ -9,6 +9,7 @@ import subprocess
 import grpc
 
 from csi_driver.csi.v1 import csi_pb2
+from csi_driver.sandbox import kubelet
 from fuzz import harness
 
 
@@ -36,11 +37,7 @@ UNPUBLISH = "/csi.v1.Node/NodeUnpublishVolume"
 
 
 def _publish(target: str, volume_type: str) -> csi_pb2.NodePublishVolumeRequest:
-    return csi_pb2.NodePublishVolumeRequest(
-        volume_id="csi-regression", target_path=target, volume_context={"type": volume_type},
-        volume_capability=csi_pb2.VolumeCapability(
-            mount=csi_pb2.VolumeCapability.MountVolume(),
-            access_mode=csi_pb2.VolumeCapability.AccessMode(mode=1)))
+    return kubelet.publish_request_at(target, "csi-regression", {"type": volume_type})
 
 
 def test_failed_mount_removes_the_target_it_created(fuzz):

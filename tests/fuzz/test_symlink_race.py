@@ -22,6 +22,8 @@ import grpc
 import pytest
 
 from csi_driver.csi.v1 import csi_pb2
+from csi_driver.sandbox import kubelet
+from csi_driver.volumes import sockets
 from fuzz import harness
 from fuzz.harness import CSI
 
@@ -77,13 +79,9 @@ class Swapper(threading.Thread):
 
 
 def _request(target: str, attempt: int) -> csi_pb2.NodePublishVolumeRequest:
-    kind = ("DSDSocket", "DSDSocketDirectory", "APMSocket", "APMSocketDirectory")[attempt % 4]
-    return csi_pb2.NodePublishVolumeRequest(
-        volume_id="csi-race", target_path=target, readonly=bool(attempt & 4),
-        volume_context={"type": kind},
-        volume_capability=csi_pb2.VolumeCapability(
-            mount=csi_pb2.VolumeCapability.MountVolume(),
-            access_mode=csi_pb2.VolumeCapability.AccessMode(mode=1)))
+    kind = sockets.TYPES[attempt % len(sockets.TYPES)]
+    return kubelet.publish_request_at(target, "csi-race", {"type": kind},
+                                      readonly=bool(attempt & 4))
 
 
 @pytest.mark.parametrize("level,how", [

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import os
 
-
-def mount_table() -> list[str]:
-    """Mount points and their sources, without ids that change on every mount."""
-    rows = []
-    with open("/proc/self/mountinfo") as table:
-        for line in table:
-            fields = line.split()
-            rows.append(f"{fields[3]} {fields[4]}")
-    return sorted(rows)
+from csi_driver import mounts
 
 
-def mounts_under(prefix: str) -> list[str]:
-    return [row for row in mount_table() if row.split(" ", 1)[1].startswith(prefix)]
+def mount_table() -> list[tuple[str, str]]:
+    """(source root, mount point) of every mount, without ids that change on every mount."""
+    return sorted((entry.root, entry.mount_point) for entry in mounts.mount_table())
+
+
+def mounts_under(prefix: str) -> list[tuple[str, str]]:
+    return [row for row in mount_table() if row[1].startswith(prefix)]
 
 
 def tree(root: str) -> list[tuple[str, str, int]]:
