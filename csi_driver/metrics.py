@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gzip
+import logging
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+log = logging.getLogger(__name__)
 PUBLISH_ATTEMPTS = "datadog_csi_driver_node_publish_volume_attempts"
 UNPUBLISH_ATTEMPTS = "datadog_csi_driver_node_unpublish_volume_attempts"
 SUCCESS, FAILED, UNSUPPORTED = "success", "failed", "unsupported"
@@ -148,7 +150,8 @@ class CachedCheck:
             return ok
 
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 class HttpServer:
@@ -220,9 +223,10 @@ class HttpServer:
             self._loop.run_forever()
         finally:
             server.close()
-            for task in asyncio.all_tasks(self._loop):
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
                 task.cancel()
-            self._loop.run_until_complete(asyncio.sleep(0))
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -230,26 +234,43 @@ class HttpServer:
             writer.transport.abort()
             return
         self._connections += 1
+        done = False
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.REQUEST_TIMEOUT)
-            status, headers, body = await self._answer(head)
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"),
+                                              self.REQUEST_TIMEOUT)
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                return  # closed early, or more than a request may be: nothing to answer
+            try:
+                status, headers, body = await self._answer(head)
+            except Exception:
+                log.exception("answering an HTTP request failed")
+                status, headers, body = 500, [_TEXT], b"internal error\n"
             lines = [f"HTTP/1.1 {status} {_REASONS.get(status, '')}",
                      f"Content-Length: {len(body)}", "Connection: close", *headers]
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             if not head.startswith(b"HEAD "):
                 writer.write(body)
-            await asyncio.wait_for(writer.drain(), self.RESPONSE_TIMEOUT)
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError, UnicodeDecodeError):
-            pass  # a client that is too slow, too big or gone gets nothing more
+            # Closing flushes what is still buffered; wait_closed returns once
+            # it is all handed to the kernel (or the client is too slow).
+            writer.close()
+            await asyncio.wait_for(writer.wait_closed(), self.RESPONSE_TIMEOUT)
+            done = True
+        except (asyncio.TimeoutError, ConnectionError):
+            pass  # a client that is too slow or gone gets nothing more
+        except asyncio.CancelledError:
+            pass  # the server is stopping
         finally:
             self._connections -= 1
-            writer.transport.abort()
+            if not done:
+                writer.transport.abort()
 
     async def _answer(self, head: bytes) -> tuple[int, list[str], bytes]:
         request_line, _, header_block = head.decode("latin-1").partition("\r\n")
         parts = request_line.split(" ")
-        if len(parts) != 3 or parts[0] not in ("GET", "HEAD"):
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return 400, [_TEXT], b"malformed request line\n"
+        if parts[0] not in ("GET", "HEAD"):
             return 405, ["Allow: GET, HEAD", _TEXT], b"only GET and HEAD are served\n"
         path = parts[1].split("?", 1)[0]
         loop = asyncio.get_running_loop()

@@ -12,8 +12,8 @@ Mounting prefers the new mount API (``open_tree`` + ``mount_setattr`` +
 ``move_mount``, Linux >= 5.12): the bind mount is cloned from the source fd,
 detached, given its options (read-only, nosuid, ...) before anyone can see it,
 and attached straight onto the target fd. Older kernels fall back to
-``mount(2)`` between the two ``/proc/self/fd/N`` links, followed by a remount
-with the options.
+``mount(2)`` through the ``/proc/self/fd/N`` links, by way of a private staging
+mount so that the options are there before the mount propagates (``_Staging``).
 
 Mount-point detection uses ``statx``'s ``STATX_ATTR_MOUNT_ROOT`` (Linux >= 5.8)
 on the target's fd, which costs one syscall however many mounts the node has
@@ -28,11 +28,15 @@ from __future__ import annotations
 import ctypes
 import enum
 import errno
+import itertools
 import os
 import platform
 import re
+import stat
+import tempfile
+import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple
+from typing import Iterator, NamedTuple
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -40,6 +44,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
+MS_PRIVATE = 1 << 18
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
 AT_FDCWD = -100
@@ -226,15 +231,12 @@ def _ms_flags(attrs: Attr) -> int:
 _new_api_usable = _NEW_API
 
 
-def bind_mount(source_fd: int, target_fd: int, attrs: Attr = NONE,
-               reopen_target: Callable[[], int] | None = None) -> None:
-    """Bind-mount the inode behind ``source_fd`` onto the one behind ``target_fd``.
+def bind_mount(source_fd: int, target_fd: int, attrs: Attr = NONE) -> None:
+    """Bind-mount the inode behind ``source_fd`` onto the one behind ``target_fd``,
+    with ``attrs`` from the moment it is attached.
 
     Both are descriptors (``O_PATH`` is enough): the source is exactly what the
     caller opened and checked, never a path resolved again here.
-    ``reopen_target`` opens the target anew (the caller knows how to without
-    following symlinks); only the ``mount(2)`` fallback needs it, to reach the
-    new mount's root when ``attrs`` must be applied after the bind.
     """
     global _new_api_usable
     if _new_api_usable:
@@ -245,7 +247,7 @@ def bind_mount(source_fd: int, target_fd: int, attrs: Attr = NONE,
             if err.errno != errno.ENOSYS:
                 raise
             _new_api_usable = False
-    _bind_mount_classic(source_fd, target_fd, attrs, reopen_target)
+    _bind_mount_classic(source_fd, target_fd, attrs)
 
 
 def _bind_mount_new_api(source_fd: int, target_fd: int, attrs: Attr) -> None:
@@ -272,48 +274,85 @@ def _mount_setattr(fd: int, attrs: Attr, shown: str) -> None:
         _raise("mount_setattr", shown)
 
 
-def _bind_mount_classic(source_fd: int, target_fd: int, attrs: Attr,
-                        reopen_target: Callable[[], int] | None) -> None:
-    if attrs and reopen_target is None:
-        raise ValueError("mount(2) needs reopen_target to apply mount attributes")
+# --------------------------------------------------- mount(2) fallback
+
+class _Staging:
+    """A private mount where the ``mount(2)`` fallback prepares a bind mount.
+
+    ``mount(2)`` cannot create a bind mount with options: it takes a remount
+    afterwards. Done on the target, that remount would come too late: the
+    plain mount has already propagated to the host (through the Bidirectional
+    pods directory), and option changes do not propagate, so the pod would get
+    it read-write. So the bind mount is made here first, where nothing else can
+    see it, remounted with its options, and only then copied onto the target:
+    a copy carries its options, and so do its propagated copies.
+    """
+
+    def __init__(self) -> None:
+        self.directory: str | None = None
+        self._ready = False
+        self._lock = threading.Lock()
+        self._serial = itertools.count()
+
+    def point(self, is_dir: bool) -> str:
+        """A new empty mount point inside the private staging mount."""
+        area = self._area()
+        path = os.path.join(area, f"{os.getpid()}-{next(self._serial)}")
+        if is_dir:
+            os.mkdir(path, 0o700)
+        else:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        return path
+
+    def _area(self) -> str:
+        with self._lock:
+            if self.directory is None:
+                self.directory = tempfile.mkdtemp(prefix="csi-mount-staging-")
+            if not self._ready:
+                os.makedirs(self.directory, 0o700, exist_ok=True)
+                area = os.fsencode(self.directory)
+                # Its own mount, private: what is mounted inside never propagates.
+                if _libc.mount(area, area, None, MS_BIND, None) != 0:
+                    _raise("mount", self.directory)
+                if _libc.mount(None, area, None, MS_PRIVATE, None) != 0:
+                    _raise("mount", self.directory)
+                self._ready = True
+            return self.directory
+
+
+_staging = _Staging()
+
+
+def set_staging_dir(path: str) -> None:
+    """Where the ``mount(2)`` fallback prepares its mounts: a directory only this
+    process uses, on a writable filesystem (the driver's storage directory)."""
+    _staging.directory = path
+
+
+def _bind_mount_classic(source_fd: int, target_fd: int, attrs: Attr) -> None:
     # The procfs magic links resolve to exactly the inodes behind the fds.
-    if _libc.mount(fd_path(source_fd).encode(), fd_path(target_fd).encode(), None, MS_BIND,
-                   None) != 0:
-        _raise("mount", _describe(source_fd))
+    target = fd_path(target_fd).encode()
     if not attrs:
+        if _libc.mount(fd_path(source_fd).encode(), target, None, MS_BIND, None) != 0:
+            _raise("mount", _describe(source_fd))
         return
-    # A bind mount ignores per-mount flags on creation; it takes a remount, of
-    # the new mount's root. target_fd still names the directory underneath
-    # (a magic link does not cross the mount now on top of it): open it anew.
-    assert reopen_target is not None
-    root_fd = reopen_target()
+    point = _staging.point(stat.S_ISDIR(os.fstat(source_fd).st_mode))
+    staged = os.fsencode(point)
     try:
-        root = fd_path(root_fd).encode()
-        if _libc.mount(None, root, None, MS_REMOUNT | MS_BIND | _ms_flags(attrs), None) != 0:
-            err = ctypes.get_errno()
-            _libc.umount2(root, MNT_DETACH)
-            raise MountError(err, f"remount with {attrs!r} failed on {_describe(source_fd)}: "
-                                  f"{os.strerror(err)}", "mount")
-    finally:
-        os.close(root_fd)
-
-
-def add_attrs(mount_root_fd: int, attrs: Attr) -> None:
-    """Add ``attrs`` to the existing mount whose root is behind ``mount_root_fd``."""
-    global _new_api_usable
-    shown = _describe(mount_root_fd)
-    if _new_api_usable:
+        if _libc.mount(fd_path(source_fd).encode(), staged, None, MS_BIND, None) != 0:
+            _raise("mount", _describe(source_fd))
         try:
-            _mount_setattr(mount_root_fd, attrs, shown)
-            return
-        except MountError as err:
-            if err.errno != errno.ENOSYS:
-                raise
-            _new_api_usable = False
-    # A classic bind remount sets the whole flag set: keep what is there.
-    flags = MS_REMOUNT | MS_BIND | _ms_flags(attrs | mounted_attrs(mount_root_fd))
-    if _libc.mount(None, fd_path(mount_root_fd).encode(), None, flags, None) != 0:
-        _raise("mount", shown)
+            if _libc.mount(None, staged, None, MS_REMOUNT | MS_BIND | _ms_flags(attrs), None) != 0:
+                _raise("mount", _describe(source_fd))
+            if _libc.mount(staged, target, None, MS_BIND, None) != 0:
+                _raise("mount", _describe(source_fd))
+        finally:
+            _libc.umount2(staged, MNT_DETACH)
+    finally:
+        if stat.S_ISDIR(os.lstat(point).st_mode):
+            os.rmdir(point)
+        else:
+            os.unlink(point)
 
 
 def _describe(fd: int) -> str:

@@ -74,8 +74,7 @@ class Publisher:
         try:
             _check_kind(req, os.fstat(target_fd))
             try:
-                mounts.bind_mount(source.fd, target_fd, req.source.attrs,
-                                  lambda: targets.open_leaf(parent_fd, req.target.leaf))
+                mounts.bind_mount(source.fd, target_fd, req.source.attrs)
             except mounts.MountError as err:
                 if os.fstat(target_fd).st_nlink == 0:  # removed since it was opened
                     raise _changed(req.target, err) from None
@@ -85,14 +84,15 @@ class Publisher:
         if not source.still_linked():
             # The agent removed it while we mounted (it is restarting): the pod
             # would get a dead socket or an orphaned directory from the start.
-            self._unmount_all(parent_fd, req.target, None)
+            self._unmount_all(parent_fd, req.target,
+                              Published(req.volume_id, req.source, source.identity))
             raise precondition(f"{req.source.host_path} disappeared while publishing; the "
                                "Datadog Agent may be restarting, retry")
 
     def _holds_this_volume(self, req: Publish, parent_fd: int) -> bool:
-        """Whether the target already holds this volume: if so, record it again
-        (and add any mount option it lacks); if it holds something else, raise
-        ALREADY_EXISTS; False when nothing is mounted there."""
+        """Whether the target already holds this volume: if so, record it again;
+        if it holds something else, raise ALREADY_EXISTS; False when nothing is
+        mounted there."""
         target_fd = targets.open_leaf(parent_fd, req.target.leaf)
         try:
             if not mounts.mount_state(target_fd).is_mount_root:
@@ -119,13 +119,14 @@ class Publisher:
                 )
             # Idempotency compares what this driver would mount, never the
             # request's raw readOnly: socket volumes are always mounted with
-            # the same options. A mount made without some of them (by an
-            # older version) gets them now.
+            # the same options. One mounted without some of them (by an older
+            # version) stays as it is: changing a mount's options does not
+            # reach the pod's copy of it, only restarting the pod does.
             missing = req.source.attrs & ~mounts.mounted_attrs(target_fd)
             if missing:
-                mounts.add_attrs(target_fd, missing)
-                log.info("added mount options to an existing volume",
-                         extra={"target": req.target.path, "added": str(missing)})
+                log.warning("volume was published without some of the options this version "
+                            "mounts with; restart its pod to get them",
+                            extra={"target": req.target.path, "missing": str(missing)})
             self.published.record(req.target.path, Published(req.volume_id, req.source, mounted))
             return True
         finally:

@@ -71,19 +71,24 @@ def read_volume_data(volume_dir_fd: int) -> dict:
     would hang or never end start-up), and never more than a few KB.
     """
     try:
-        fd = os.open(VOLUME_DATA, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=volume_dir_fd)
+        # Looked at before it is opened for reading: opening a device can act.
+        path_fd = os.open(VOLUME_DATA, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=volume_dir_fd)
     except OSError:
         return {}
     try:
-        st = os.fstat(fd)
+        st = os.fstat(path_fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_VOLUME_DATA_BYTES:
             return {}
-        raw = os.read(fd, MAX_VOLUME_DATA_BYTES + 1)
+        fd = os.open(mounts.fd_path(path_fd),
+                     os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            raw = os.read(fd, MAX_VOLUME_DATA_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError:
         return {}
     finally:
-        os.close(fd)
+        os.close(path_fd)
     if len(raw) > MAX_VOLUME_DATA_BYTES:
         return {}
     try:

@@ -17,7 +17,7 @@ from concurrent import futures
 
 import grpc
 
-from csi_driver import recovery
+from csi_driver import mounts, recovery
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.identity import IdentityService
@@ -126,6 +126,7 @@ class Driver:
 
     def _start_grpc(self) -> None:
         claim_endpoint(self.socket_path)
+        mounts.set_staging_dir(os.path.join(self.config.storage_path, "mount-staging"))
         self.sources.log_resolution()
         self._adopt_published_volumes()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS,

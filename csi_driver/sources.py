@@ -8,7 +8,8 @@ name and a mount by name. So a source is never mounted by name:
 
 - the configured socket directories are resolved once, at start-up, and logged:
   symlinks in their prefix (``/var/run -> /run``) are the node's own layout, set
-  up by whoever owns the node, not by pods;
+  up by whoever owns the node, not by pods (a part that does not exist yet is
+  taken as it is written, and must appear as real directories);
 - at publish time the resolved directory is walked from ``/`` one component at a
   time with ``O_NOFOLLOW``, and the leaf (the socket file, or the directory
   itself) is opened ``O_PATH|O_NOFOLLOW``: a symlink anywhere is refused;
@@ -25,7 +26,6 @@ import errno
 import logging
 import os
 import stat
-import threading
 from dataclasses import dataclass
 
 from csi_driver.config import Config
@@ -73,22 +73,31 @@ class OpenSource:
 
 
 class _Directory:
-    """One configured socket directory and what it resolved to."""
+    """One configured socket directory and what it resolved to at start-up.
+
+    Only the part that exists is resolved: on a fresh node the agent may
+    create its directory after the driver starts, and whatever appears later
+    must be real directories (the walk refuses symlinks), never a symlink
+    planted there since.
+    """
 
     def __init__(self, configured: str) -> None:
         self.configured = configured
-        self.resolved = os.path.realpath(configured)
-        self.pinned = os.path.isdir(self.resolved)
+        existing, missing = configured, []
+        while not os.path.isdir(existing) and existing != "/":
+            existing, name = os.path.split(existing)
+            missing.insert(0, name)
+        self.resolved = os.path.join(os.path.realpath(existing), *missing)
+        self.missing_at_start = bool(missing)
 
     def describe(self) -> str:
-        return self.resolved if self.pinned else f"{self.resolved} (does not exist yet)"
+        return self.resolved + (" (does not exist yet)" if self.missing_at_start else "")
 
 
 class AgentSources:
     """Opens the agent's configured sockets and directories, and nothing else."""
 
     def __init__(self, config: Config) -> None:
-        self._lock = threading.Lock()
         self._directories: dict[str, _Directory] = {}
         self._sockets = (config.dsd_host_socket_path, config.apm_host_socket_path)
         for socket_path in self._sockets:
@@ -135,6 +144,12 @@ class AgentSources:
                     f"{source.host_path} is a symlink, not the agent's socket; this driver mounts "
                     "only the socket itself (point the socket path flag at the real socket)")
             raise precondition(f"{source.host_path} exists but is not a Unix socket")
+        if opened.stat.st_nlink != 1:
+            # The agent binds its socket once; another name for the same inode
+            # is someone linking a different socket in under the agent's name.
+            opened.close()
+            raise precondition(f"{source.host_path} has {opened.stat.st_nlink} names (hard "
+                               "links); the agent's own socket has one, refusing to mount it")
         return opened
 
     def live_identity(self, source: VolumeSource) -> Identity | None:
@@ -142,7 +157,7 @@ class AgentSources:
         try:
             with self.open(source) as opened:
                 return opened.identity
-        except RequestError:
+        except (RequestError, OSError):
             return None
 
     def live_identities(self) -> dict[Identity, str]:
@@ -163,16 +178,6 @@ class AgentSources:
             # sources from the same configuration.
             raise precondition(f"{configured_dir} is not one of the configured agent socket "
                                "directories; refusing to mount it")
-        if not directory.pinned:
-            # Not there at start-up (a fresh node where the agent comes later):
-            # resolve it once it appears, and keep that resolution.
-            with self._lock:
-                if not directory.pinned:
-                    fresh = _Directory(configured_dir)
-                    if fresh.pinned:
-                        self._directories[configured_dir] = directory = fresh
-                        log.info("agent socket directory appeared and was resolved",
-                                 extra={"configured": configured_dir, "resolved": fresh.resolved})
         return directory
 
 

@@ -62,10 +62,26 @@ def test_socket_replaced_by_a_symlink_to_a_token_file_is_refused(driver, agent, 
     token.write_text("another pod's service-account token")
     os.unlink(agent.dsd_path)
     os.symlink(token, agent.dsd_path)
-    for volume_type in ("DSDSocket",):
-        _, target, request = _publish(driver, kubelet_root, volume_type)
-        assert _refused(driver, request).code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert mounts_under(target) == [] and not os.path.lexists(target)
+    _, target, request = _publish(driver, kubelet_root, "DSDSocket")
+    err = _refused(driver, request)
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "symlink" in err.details()
+    assert mounts_under(target) == [] and not os.path.lexists(target)
+
+
+def test_another_socket_hard_linked_in_its_place_is_refused(driver, agent, kubelet_root, tmp_path):
+    """A name of another socket (a second link to its inode) where the agent's
+    socket should be: the agent's own socket has exactly one name."""
+    impostor = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    impostor.bind(str(tmp_path / "impostor.socket"))
+    try:
+        os.unlink(agent.dsd_path)
+        os.link(tmp_path / "impostor.socket", agent.dsd_path)
+        _, target, request = _publish(driver, kubelet_root, "DSDSocket")
+        err = _refused(driver, request)
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "hard links" in err.details()
+        assert mounts_under(target) == []
+    finally:
+        impostor.close()
 
 
 def test_directory_replaced_by_a_symlink_after_start_is_refused(driver, agent, kubelet_root, tmp_path):
@@ -227,4 +243,25 @@ def test_socket_directory_created_after_start_is_resolved_then(tmp_path, kubelet
             agent.stop()
     finally:
         process.stop()
-    assert "agent socket directory appeared and was resolved" in process.logs()
+    assert "does not exist yet" in process.logs()
+
+
+def test_symlink_planted_where_the_directory_should_appear_is_refused(tmp_path, kubelet_root):
+    """What did not exist at start-up is not resolved later: a symlink planted
+    there (here, to a directory holding a token and a socket) is refused."""
+    run = tmp_path / "run"
+    process = DriverProcess(str(tmp_path), kubelet_root, dsd_path=str(run / "datadog" / "dsd.socket"),
+                            apm_path=str(run / "datadog" / "apm" / "apm.socket")).start()
+    elsewhere = DemoAgent(str(tmp_path / "elsewhere"), apm_name="apm.socket").start()
+    try:
+        (tmp_path / "elsewhere" / "token").write_text("secret")
+        (run / "datadog").mkdir(parents=True)
+        os.symlink(tmp_path / "elsewhere", run / "datadog" / "apm")
+        for volume_type in ("APMSocketDirectory", "APMSocket"):
+            _, target, request = _publish(process, kubelet_root, volume_type)
+            err = _refused(process, request)
+            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "symlink" in err.details()
+            assert mounts_under(target) == [] and not os.path.lexists(target)
+    finally:
+        elsewhere.stop()
+        process.stop()

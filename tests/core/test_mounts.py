@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -32,7 +34,7 @@ def test_bind_detect_unmount(tmp_path, mount_api, attrs):
     source_fd, fd = _open_path(str(source)), _open_path(str(target))
     try:
         assert not mounts.mount_state(fd).is_mount_root
-        mounts.bind_mount(source_fd, fd, attrs, lambda: _open_path(str(target)))
+        mounts.bind_mount(source_fd, fd, attrs)
     finally:
         os.close(fd)
         os.close(source_fd)
@@ -71,7 +73,7 @@ def test_mounts_the_descriptor_not_the_name(tmp_path, mount_api):
     os.symlink(decoy, source)
     fd = _open_path(str(target))
     try:
-        mounts.bind_mount(source_fd, fd, Attr.RDONLY, lambda: _open_path(str(target)))
+        mounts.bind_mount(source_fd, fd, Attr.RDONLY)
     finally:
         os.close(fd)
         os.close(source_fd)
@@ -83,19 +85,42 @@ def test_mounts_the_descriptor_not_the_name(tmp_path, mount_api):
         os.close(fd)
 
 
-def test_add_attrs_to_an_existing_mount(tmp_path, mount_api):
-    source, target = tmp_path / "source", tmp_path / "target"
+_PEER_BIND = """
+import os, sys
+from csi_driver import mounts
+mounts._new_api_usable = sys.argv[1] == "new-api"
+mounts.set_staging_dir(sys.argv[4])
+flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+mounts.bind_mount(os.open(sys.argv[2], flags), os.open(sys.argv[3], flags), mounts.Attr(int(sys.argv[5])))
+"""
+
+
+@pytest.fixture
+def shared_dir(tmp_path):
+    """A shared mount, as the kubelet's pods directory is with Bidirectional propagation."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    subprocess.run(["mount", "--bind", str(shared), str(shared)], check=True)
+    subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+    yield shared
+    subprocess.run(["umount", "--recursive", "--lazy", str(shared)], check=True)
+
+
+@pytest.mark.parametrize("api", ["new-api", "classic"])
+def test_options_reach_the_propagated_copies(tmp_path, shared_dir, api):
+    """The driver mounts in its own namespace; the kubelet hands the pod the
+    host's copy. Options set after the mount exists would stay on the driver's
+    side, so a peer namespace must see the mount with them too."""
+    source = tmp_path / "source"
     source.mkdir()
+    target = shared_dir / "target"
     target.mkdir()
-    source_fd, fd = _open_path(str(source)), _open_path(str(target))
-    mounts.bind_mount(source_fd, fd)
-    os.close(fd)
-    os.close(source_fd)
-    fd = _open_path(str(target))
-    try:
-        assert not mounts.mounted_attrs(fd) & (Attr.RDONLY | Attr.NOEXEC)
-        mounts.add_attrs(fd, Attr.RDONLY | Attr.NOEXEC)
-        assert mounts.mounted_attrs(fd) & (Attr.RDONLY | Attr.NOEXEC) == Attr.RDONLY | Attr.NOEXEC
-        mounts.unmount(fd)
-    finally:
-        os.close(fd)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    subprocess.run(["unshare", "--mount", "--propagation", "unchanged", sys.executable, "-c",
+                    _PEER_BIND, api, str(source), str(target), str(tmp_path / "staging"),
+                    str(int(LOCKED))], check=True, cwd=repo)
+    entry = mounts.entry_at(str(target))
+    assert entry is not None, "the mount did not propagate back"
+    assert {"ro", "nosuid", "nodev", "noexec"} <= set(entry.options), entry.options
+    # The staging mount stayed private to the peer namespace.
+    assert not [e for e in mounts.mount_table() if e.mount_point.startswith(str(tmp_path / "staging"))]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ import uuid
 import grpc
 import pytest
 
+from csi_driver import recovery
 from csi_driver.metrics import CachedCheck, HttpServer, Metrics
 from support import kubelet
 from support.driver import DriverProcess, free_port
@@ -113,25 +115,99 @@ def test_connections_over_the_cap_are_closed_at_once(agent, kubelet_root, tmp_pa
         server.stop()
 
 
-def test_oversized_and_malformed_requests_get_nothing(agent):
+def _raw(port: int, payload: bytes) -> bytes:
+    conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        conn.sendall(payload)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except ConnectionResetError:
+        return b"".join(chunks)
+    finally:
+        conn.close()
+
+
+def test_oversized_and_malformed_requests(agent):
     server = HttpServer(Metrics(), 0, live=lambda: True, ready=lambda: True, host="127.0.0.1")
     server.start()
     try:
-        for payload in (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n", b"\xff\xfe garbage\r\n\r\n"):
-            conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-            conn.sendall(payload)
-            reply = conn.recv(200)
-            conn.close()
-            assert reply == b"" or reply.startswith(b"HTTP/1.1 405"), reply
-        conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        conn.sendall(b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert conn.recv(200).startswith(b"HTTP/1.1 405")
-        conn.close()
+        # More than a request may be: dropped without an answer.
+        assert _raw(server.port, b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n") == b""
+        assert _raw(server.port, b"\xff\xfe garbage\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        assert _raw(server.port, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
+            b"HTTP/1.1 405 ")
         with pytest.raises(urllib.error.HTTPError) as err:
             _get(server.port, "/nothing")
         assert err.value.code == 404
+        head = _raw(server.port, b"HEAD /healthz HTTP/1.1\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
     finally:
         server.stop()
+
+
+def test_a_failing_collector_is_answered_500(agent):
+    class Broken:
+        def describe(self):  # registering asks this, scraping asks collect
+            return []
+
+        def collect(self):
+            raise RuntimeError("collector failed")
+
+    metrics = Metrics()
+    metrics.registry.register(Broken())
+    server = HttpServer(metrics, 0, live=lambda: True, ready=lambda: True, host="127.0.0.1")
+    server.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _get(server.port, "/metrics")
+        assert err.value.code == 500
+        assert _get(server.port, "/healthz")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_a_slow_reader_gets_the_whole_answer(agent, monkeypatch):
+    """An answer larger than the socket buffers, read late and slowly, arrives whole."""
+    body = bytes(range(256)) * (8 * 4096)  # 8 MiB
+    monkeypatch.setattr(HttpServer, "_exposition",
+                        lambda self, accept, encoding: (200, ["Content-Type: text/plain"], body))
+    server = HttpServer(Metrics(), 0, live=lambda: True, ready=lambda: True, host="127.0.0.1")
+    # Small kernel buffers on both sides (accepted sockets inherit the
+    # listener's), so most of the answer waits in the server's own buffer.
+    server._listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    server.start()
+    try:
+        conn = socket.socket()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.settimeout(10)
+        conn.connect(("127.0.0.1", server.port))
+        conn.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+        time.sleep(0.5)
+        received = bytearray()
+        while chunk := conn.recv(8192):
+            received += chunk
+        conn.close()
+        head, _, got = bytes(received).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert len(got) == len(body) and got == body
+    finally:
+        server.stop()
+
+
+def test_stopping_with_open_connections_is_quiet(agent, caplog):
+    server = HttpServer(Metrics(), 0, live=lambda: True, ready=lambda: True, host="127.0.0.1")
+    server.start()
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(5)]
+    deadline = time.monotonic() + 5
+    while server.open_connections < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with caplog.at_level("ERROR"):
+        server.stop()
+    for conn in held:
+        conn.close()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
 
 
 def test_readiness_is_evaluated_at_most_once_per_interval():
@@ -223,6 +299,31 @@ def test_csi_endpoint_longer_than_a_unix_socket_allows_is_a_config_error(tmp_pat
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "at most 107 bytes" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_volume_data_is_read_as_untrusted(tmp_path):
+    """vol_data.json: only a regular file of at most 16 KiB, never a device or FIFO."""
+    directory = tmp_path / "volume"
+    directory.mkdir()
+    data = directory / "vol_data.json"
+    fd = os.open(directory, os.O_PATH | os.O_DIRECTORY)
+    try:
+        data.write_text(json.dumps({"driverName": kubelet.DRIVER}))
+        assert recovery.read_volume_data(fd) == {"driverName": kubelet.DRIVER}
+        data.write_text(json.dumps({"driverName": kubelet.DRIVER, "pad": "x" * 17000}))
+        assert recovery.read_volume_data(fd) == {}
+        data.unlink()
+        os.mknod(data, 0o600 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's device
+        assert recovery.read_volume_data(fd) == {}
+        data.unlink()
+        os.mkfifo(data)
+        assert recovery.read_volume_data(fd) == {}
+        data.unlink()
+        os.symlink(tmp_path / "elsewhere.json", data)
+        (tmp_path / "elsewhere.json").write_text(json.dumps({"driverName": kubelet.DRIVER}))
+        assert recovery.read_volume_data(fd) == {}
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize("planted", ["fifo", "dev-zero", "huge"])
