@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # tests/support: DemoAgent, DriverProcess, kubelet
+sys.path.insert(0, str(REPO / "tests"))  # tests/support: DemoAgent, DriverProcess
 
-from bench import driver_calls, floor  # noqa: E402
-from bench.driver_calls import TYPES, Kubelet  # noqa: E402
-from bench.mount_table import Filler  # noqa: E402
-from bench.stats import (Section, fmt_count, fmt_mb, fmt_ratio, fmt_seconds,  # noqa: E402
-                         percentile)
-from support.agent import DemoAgent  # noqa: E402
+from support.agent import DemoAgent
+
+from bench import driver_calls, floor
+from bench.driver_calls import TYPES, Kubelet
+from bench.mount_table import Filler
+from bench.stats import Section, fmt_count, fmt_mb, fmt_ratio, fmt_seconds, percentile
 
 SIZES = (10, 1_000, 10_000)  # unrelated mounts added to the namespace's table
 CALLERS = (1, 8, 32)
@@ -153,7 +153,10 @@ def measure(plan: Plan, quick: bool, work: str) -> int:
                       "statx": [], "mountinfo": [], "empty": [],
                       "latency": driver_calls.Latencies.empty(),
                       "throughput": {c: [] for c in CALLERS}} for size in SIZES}
-    share = lambda count: max(1, count // plan.rounds)  # noqa: E731
+
+    def share(count: int) -> int:
+        return max(1, count // plan.rounds)
+
     for round_ in range(plan.rounds):
         for size in (SIZES if round_ % 2 == 0 else SIZES[::-1]):
             filler.resize(size)
@@ -195,15 +198,7 @@ def measure(plan: Plan, quick: bool, work: str) -> int:
     return 0
 
 
-def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
-           starts: dict[int, list[float]], rss_idle: dict[str, int], rss_after: dict[str, int]
-           ) -> str:
-    out = [
-        f"Datadog CSI node driver benchmark ({'quick: counts too small to judge' if quick else 'full'})",
-        f"Linux {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"{baseline_mounts} mounts in the table before the filler mounts",
-    ]
-
+def _floor_sections(results: dict) -> tuple[Section, Section]:
     s1 = Section("[1] Floor: bind mount + unmount pair, in process",
                  ("pair", "filler mounts", "p50", "p99"))
     for size, r in results.items():
@@ -229,7 +224,10 @@ def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
         s2.add("mount-point check: mountinfo scan", fmt_count(size),
                fmt_seconds(p50(r["mountinfo"])), fmt_seconds(p99(r["mountinfo"])),
                fmt_ratio(p50(r["mountinfo"]) / p50(r["statx"])))
+    return s1, s2
 
+
+def _latency_section(results: dict) -> Section:
     s3 = Section(
         "[3] Latency over the driver's Unix socket, one caller (real driver process)",
         ("volume type", "filler mounts", "publish p50", "p99", "unpublish p50", "p99",
@@ -246,6 +244,20 @@ def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
             s3.add(label, fmt_count(size), fmt_seconds(p50(pub)), fmt_seconds(p99(pub)),
                    fmt_seconds(p50(unpub)), fmt_seconds(p99(unpub)), fmt_seconds(p50(pair)),
                    fmt_seconds(p99(pair)), fmt_ratio(p50(pair) / p50(r["floor_fd"])))
+    return s3
+
+
+def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
+           starts: dict[int, list[float]], rss_idle: dict[str, int], rss_after: dict[str, int]
+           ) -> str:
+    out = [
+        f"Datadog CSI node driver benchmark ({'quick: counts too small to judge' if quick else 'full'})",
+        f"Linux {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"{baseline_mounts} mounts in the table before the filler mounts",
+    ]
+
+    s1, s2 = _floor_sections(results)
+    s3 = _latency_section(results)
 
     s4 = Section("[4] Throughput: publish+unpublish pairs per second; callers are asyncio tasks "
                  "sharing one channel",

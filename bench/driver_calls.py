@@ -10,11 +10,11 @@ import uuid
 from dataclasses import dataclass
 
 import grpc
+from support.driver import DriverProcess
 
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.sandbox import kubelet
 from csi_driver.volumes.sockets import TYPES
-from support.driver import DriverProcess
 
 _clock = time.perf_counter
 
@@ -83,10 +83,10 @@ class Latencies:
     pair: dict[str, list[float]]
 
     @classmethod
-    def empty(cls) -> "Latencies":
+    def empty(cls) -> Latencies:
         return cls({t: [] for t in TYPES}, {t: [] for t in TYPES}, {t: [] for t in TYPES})
 
-    def extend(self, other: "Latencies") -> None:
+    def extend(self, other: Latencies) -> None:
         for mine, theirs in ((self.publish, other.publish), (self.unpublish, other.unpublish),
                              (self.pair, other.pair)):
             for volume_type, samples in theirs.items():

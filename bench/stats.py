@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:
@@ -50,11 +50,11 @@ class Section:
     def render(self) -> str:
         widths = [len(h) for h in self.header]
         for row in self.rows:
-            widths = [max(w, len(c)) for w, c in zip(widths, row)]
+            widths = [max(w, len(c)) for w, c in zip(widths, row, strict=False)]
 
         def line(cells: Sequence[str]) -> str:
             first, rest = cells[0], cells[1:]
-            out = [first.ljust(widths[0])] + [c.rjust(w) for c, w in zip(rest, widths[1:])]
+            out = [first.ljust(widths[0])] + [c.rjust(w) for c, w in zip(rest, widths[1:], strict=False)]
             return "  " + "  ".join(out).rstrip()
 
         rule = "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))

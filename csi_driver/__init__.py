@@ -1,6 +1,7 @@
 """Datadog CSI node driver: publishes the Datadog Agent's sockets into pods."""
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 DRIVER_NAME = "k8s.csi.datadoghq.com"
 

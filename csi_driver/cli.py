@@ -7,10 +7,10 @@ import os
 import signal
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from csi_driver import __version__, logs
-from csi_driver.config import ConfigError, load
+from csi_driver.config import Config, ConfigError, load
 
 log = logging.getLogger("csi_driver")
 
@@ -30,8 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve(config)
 
 
-def serve(config) -> int:
-    from csi_driver.server import Driver, EndpointInUse, MetricsPortUnavailable
+def serve(config: Config) -> int:
+    from csi_driver.endpoint import EndpointInUse
+    from csi_driver.server import Driver, MetricsPortUnavailable
 
     driver = Driver(config)
     stop_requested = threading.Event()

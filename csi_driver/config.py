@@ -11,8 +11,9 @@ import argparse
 import ipaddress
 import os
 import socket
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any
 
 from csi_driver import DRIVER_NAME, __version__
 
@@ -84,11 +85,15 @@ class Config:
     apm_host_socket_path: str = "/var/run/datadog/apm.socket"
     dsd_host_socket_path: str = "/var/run/datadog/dsd.socket"
     storage_path: str = "/var/lib/datadog-csi-driver"
+    # Accepted so that manifests written for the reference driver keep
+    # working; they configure the single-step instrumentation volume types,
+    # which this version does not serve, and have no effect.
     apm_enabled: bool = True
     registry_allow_list: tuple[str, ...] = ()
     kubelet_root_dir: str = "/var/lib/kubelet"
     metrics_port: int = 5000
     metrics_address: str = ""
+    kubelet_registration_path: str = ""
     node_id: str = field(default_factory=lambda: os.environ.get("NODE_ID") or socket.gethostname())
     log_level: str = "info"
 
@@ -103,19 +108,24 @@ class Config:
 
 # flag name -> (Config field, parser, help). The environment variable is derived
 # from the flag name, so the two can never drift apart.
-_FLAGS: dict[str, tuple[str, object, str]] = {
+_FLAGS: dict[str, tuple[str, Callable[[str], object], str]] = {
     "--driver-name": ("driver_name", str, "CSI driver name the kubelet knows this plugin by"),
     "--csi-endpoint": ("csi_endpoint", str, "Unix socket the CSI gRPC services listen on"),
     "--apm-host-socket-path": (
         "apm_host_socket_path", str, "host path of the Datadog Agent's APM (trace) socket"),
     "--dsd-host-socket-path": (
         "dsd_host_socket_path", str, "host path of the Datadog Agent's DogStatsD socket"),
-    "--storage-path": ("storage_path", str, "directory for the driver's on-node storage"),
+    "--storage-path": ("storage_path", str,
+                       "directory for the driver's on-node storage (staging mounts on kernels "
+                       "before 5.12)"),
     "--apm-enabled": (
-        "apm_enabled", parse_bool, "enable APM single-step instrumentation volume types (socket volumes are unaffected)"),
+        "apm_enabled", parse_bool,
+        "single-step instrumentation volume types; accepted for compatibility, no effect in this "
+        "version"),
     "--registry-allow-list": (
         "registry_allow_list", parse_list,
-        "comma-separated registries library images may come from (empty: any)"),
+        "registries library images may come from; accepted for compatibility, no effect in this "
+        "version"),
     "--kubelet-root-dir": (
         "kubelet_root_dir", str, "kubelet root directory; volumes are only mounted under <dir>/pods"),
     "--metrics-port": (
@@ -124,11 +134,17 @@ _FLAGS: dict[str, tuple[str, object, str]] = {
         "metrics_address", parse_address,
         "IP address for the metrics and health server (empty: every address, which the "
         "kubelet's probes of the pod IP need)"),
+    "--kubelet-registration-path": (
+        "kubelet_registration_path", str,
+        "register with the kubelet without the registrar sidecar: the CSI socket's path as the "
+        "kubelet sees it, e.g. /var/lib/kubelet/plugins/k8s.csi.datadoghq.com/csi.sock (empty: "
+        "off)"),
     "--log-level": ("log_level", str, "debug, info, warning or error (LOG_LEVEL also read)"),
 }
 
 
-_PATH_FIELDS = {"apm_host_socket_path", "dsd_host_socket_path", "storage_path", "kubelet_root_dir"}
+_PATH_FIELDS = {"apm_host_socket_path", "dsd_host_socket_path", "storage_path", "kubelet_root_dir",
+                "kubelet_registration_path"}
 
 
 def env_name(flag: str) -> str:
@@ -166,7 +182,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Parse flags and environment into a validated ``Config``."""
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
-    values: dict[str, object] = {}
+    # Typed by each flag's parser in _FLAGS; Config's own fields check the names.
+    values: dict[str, Any] = {}
     for flag, (attr, parse, _help) in _FLAGS.items():
         raw = getattr(args, attr)
         source = flag
@@ -176,7 +193,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if raw is None:
             continue
         try:
-            values[attr] = parse(raw)  # type: ignore[operator]
+            values[attr] = parse(raw)
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
         if attr in _PATH_FIELDS and isinstance(values[attr], str) and values[attr].startswith("/"):
@@ -186,27 +203,38 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         level = environ["LOG_LEVEL"].strip().lower()
         values["log_level"] = "warning" if level == "warn" else level
     node_id = environ.get("NODE_ID") or socket.gethostname()
-    config = Config(node_id=node_id, **values)  # type: ignore[arg-type]
+    config = Config(node_id=node_id, **values)
     validate(config)
     return config
+
+
+def _check_socket_length(what: str, path: str) -> None:
+    size = len(os.fsencode(path))
+    if size > UNIX_PATH_MAX:
+        raise ConfigError(f"{what} path {path!r} is {size} bytes; a Unix socket path can be at "
+                          f"most {UNIX_PATH_MAX} bytes (choose a shorter directory)")
 
 
 def validate(config: Config) -> None:
     if not config.driver_name:
         raise ConfigError("--driver-name must not be empty")
-    socket_path = config.socket_path  # raises ConfigError on a malformed endpoint
-    if len(os.fsencode(socket_path)) > UNIX_PATH_MAX:
-        raise ConfigError(
-            f"--csi-endpoint path {socket_path!r} is {len(os.fsencode(socket_path))} bytes; a Unix "
-            f"socket path can be at most {UNIX_PATH_MAX} bytes (choose a shorter directory)")
-    for flag, path in (
+    _check_socket_length("--csi-endpoint", config.socket_path)  # also checks its form
+    paths = [
         ("--apm-host-socket-path", config.apm_host_socket_path),
         ("--dsd-host-socket-path", config.dsd_host_socket_path),
         ("--kubelet-root-dir", config.kubelet_root_dir),
         ("--storage-path", config.storage_path),
-    ):
+    ]
+    if config.kubelet_registration_path:
+        paths.append(("--kubelet-registration-path", config.kubelet_registration_path))
+    for flag, path in paths:
         if not os.path.isabs(path) or os.path.normpath(path) != path or "\0" in path:
             raise ConfigError(f"{flag} must be a normalized absolute path, got {path!r}")
+    if config.kubelet_registration_path:
+        _check_socket_length("--kubelet-registration-path", config.kubelet_registration_path)
+        _check_socket_length("the registration socket (--kubelet-root-dir, --driver-name)",
+                             os.path.join(config.kubelet_root_dir, "plugins_registry",
+                                          f"{config.driver_name}-reg.sock"))
     if config.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"--log-level must be debug, info, warning or error, got {config.log_level!r}")
     if not config.node_id:

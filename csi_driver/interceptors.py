@@ -24,9 +24,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -49,8 +50,10 @@ class Layer:
         return deserialize
 
 
-def wrap_handler(method: str, handler: grpc.RpcMethodHandler,
-                 layers: Sequence[Layer]) -> grpc.RpcMethodHandler:
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the stubs only
+
+
+def wrap_handler(method: str, handler: Handler, layers: Sequence[Layer]) -> Handler:
     """``handler`` with ``layers`` around it, the first one outermost."""
     behaviour, deserialize = handler.unary_unary, handler.request_deserializer
     if behaviour is None or deserialize is None:
@@ -74,12 +77,13 @@ class _Registrar:
         pass  # built from the same method handlers, wrapped, below
 
     def add_registered_method_handlers(self, service: str,
-                                       handlers: Mapping[str, grpc.RpcMethodHandler]) -> None:
+                                       handlers: Mapping[str, Handler]) -> None:
         wrapped = {name: wrap_handler(f"/{service}/{name}", handler, self._layers)
                    for name, handler in handlers.items()}
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service, wrapped),))
-        self._server.add_registered_method_handlers(service, wrapped)
+        # grpcio >= 1.62 has it; typeshed's grpc stubs do not list it yet.
+        self._server.add_registered_method_handlers(service, wrapped)  # type: ignore[attr-defined]
         self.registered = True
 
 

@@ -8,8 +8,8 @@ always taken in sorted order, so two calls sharing both keys cannot deadlock.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 class KeyedLocks:
@@ -35,17 +35,20 @@ class KeyedLocks:
 
     @contextmanager
     def hold(self, *keys: str) -> Iterator[None]:
-        ordered = sorted(set(keys))
-        taken: list[str] = []
+        taken: list[tuple[str, threading.Lock]] = []
         try:
-            for key in ordered:
+            for key in sorted(set(keys)):
                 lock = self._acquire_ref(key)
-                taken.append(key)
-                lock.acquire()
+                try:
+                    lock.acquire()
+                except BaseException:  # interrupted while waiting: the lock is not ours
+                    self._release_ref(key)
+                    raise
+                taken.append((key, lock))
             yield
         finally:
-            for key in reversed(taken):
-                self._locks[key][0].release()
+            for key, lock in reversed(taken):
+                lock.release()
                 self._release_ref(key)
 
     def __len__(self) -> int:

@@ -16,8 +16,8 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -25,6 +25,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 PUBLISH_ATTEMPTS = "datadog_csi_driver_node_publish_volume_attempts"
@@ -35,7 +36,7 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
                    0.25, 0.5, 1.0, 2.5, 10.0)
 
 
-class _AttemptCounters:
+class _AttemptCounters(Collector):
     """Counters exposed under exact, suffix-free names."""
 
     def __init__(self) -> None:
@@ -66,7 +67,7 @@ class _AttemptCounters:
             yield family
 
 
-class _PublishedVolumes:
+class _PublishedVolumes(Collector):
     """``datadog_csi_driver_published_volumes{type}``, counted when scraped.
 
     A type keeps its series (at 0) once it has been seen, as a pushed gauge
@@ -195,7 +196,7 @@ class HttpServer:
 
     @property
     def port(self) -> int:
-        return self._listener.getsockname()[1]
+        return int(self._listener.getsockname()[1])
 
     @property
     def open_connections(self) -> int:
@@ -256,7 +257,7 @@ class HttpServer:
             writer.close()
             await asyncio.wait_for(writer.wait_closed(), self.RESPONSE_TIMEOUT)
             done = True
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass  # a client that is too slow or gone gets nothing more
         except asyncio.CancelledError:
             pass  # the server is stopping

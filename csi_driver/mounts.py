@@ -1,5 +1,10 @@
 """Mount syscalls and O(1) mount-point detection, all through file descriptors.
 
+Everything the driver asks of the mount table goes through this module's
+functions (``bind_mount``, ``unmount``, ``is_mount_root``, ``mounted_identity``,
+``mounted_attrs``, ``mount_source``), called as module attributes: the unit
+tests replace them with an in-memory mount table and run without root.
+
 Every operation takes a file descriptor for the target (opened without
 following symlinks by ``csi_driver.targets``), so what gets mounted over or
 unmounted is exactly the inode that was validated, whatever happens to the
@@ -35,28 +40,23 @@ import re
 import stat
 import tempfile
 import threading
-from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
 # <linux/mount.h>, <sys/mount.h>, <fcntl.h>
-MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 0x2
-UMOUNT_NOFOLLOW = 0x8
-AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
-AT_RECURSIVE = 0x8000
 AT_EMPTY_PATH = 0x1000
 OPEN_TREE_CLONE = 0x1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
 STATX_INO = 0x100
-STATX_MNT_ID = 0x1000
 STATX_ATTR_MOUNT_ROOT = 0x2000
 
 # The mount API syscalls share one number on every architecture (they were
@@ -127,27 +127,34 @@ if _HAS_STATX:
     _libc.statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_Statx)]
 
 
+# (st_dev, st_ino): what a mount pins, and what the agent changes when it
+# re-creates its socket or its directory.
+Identity = tuple[int, int]
+
+
+def identity(st: os.stat_result) -> Identity:
+    return st.st_dev, st.st_ino
+
+
+def mounted_identity(fd: int) -> Identity:
+    """The identity of what the inode behind ``fd`` shows: for a mount root, the
+    mounted source's."""
+    return identity(os.fstat(fd))
+
+
 def fd_path(fd: int) -> str:
     """A path that resolves to exactly the inode behind ``fd`` (procfs magic link)."""
     return f"/proc/self/fd/{fd}"
 
 
-@dataclass(frozen=True)
-class MountState:
-    is_mount_root: bool
-    mnt_id: int  # 0 when the kernel does not report it
-
-
-def mount_state(fd: int) -> MountState:
+def is_mount_root(fd: int) -> bool:
     """Whether the inode behind ``fd`` is the root of a mount, in one syscall."""
     if _HAS_STATX:
         buf = _Statx()
-        rc = _libc.statx(fd, b"", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_MNT_ID,
-                         ctypes.byref(buf))
+        rc = _libc.statx(fd, b"", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_INO, ctypes.byref(buf))
         if rc == 0 and buf.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT:
-            return MountState(bool(buf.stx_attributes & STATX_ATTR_MOUNT_ROOT),
-                              buf.stx_mnt_id if buf.stx_mask & STATX_MNT_ID else 0)
-    return MountState(_in_mountinfo(os.readlink(fd_path(fd))), 0)
+            return bool(buf.stx_attributes & STATX_ATTR_MOUNT_ROOT)
+    return _in_mountinfo(os.readlink(fd_path(fd)))
 
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -306,10 +313,16 @@ class _Staging:
 
     def _area(self) -> str:
         with self._lock:
+            if self.directory is not None and not self._ready:
+                try:
+                    os.makedirs(self.directory, 0o700, exist_ok=True)
+                except OSError:  # a read-only root filesystem without the storage volume
+                    self.directory = None
             if self.directory is None:
-                self.directory = tempfile.mkdtemp(prefix="csi-mount-staging-")
+                # /dev/shm is writable in a container whose root filesystem is not.
+                shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+                self.directory = tempfile.mkdtemp(prefix="csi-mount-staging-", dir=shm)
             if not self._ready:
-                os.makedirs(self.directory, 0o700, exist_ok=True)
                 area = os.fsencode(self.directory)
                 # Its own mount, private: what is mounted inside never propagates.
                 if _libc.mount(area, area, None, MS_BIND, None) != 0:

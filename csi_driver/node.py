@@ -30,7 +30,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self._publisher = publisher
         self._locks = KeyedLocks()
 
-    def NodePublishVolume(self, request: csi_pb2.NodePublishVolumeRequest,  # noqa: N802 (gRPC names)
+    def NodePublishVolume(self, request: csi_pb2.NodePublishVolumeRequest,
                           context: grpc.ServicerContext) -> csi_pb2.NodePublishVolumeResponse:
         call = current()
         call.volume_type = type_label(request.volume_context)
@@ -44,7 +44,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
                 call.message = "already published"
         return csi_pb2.NodePublishVolumeResponse()
 
-    def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest,  # noqa: N802
+    def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest,
                             context: grpc.ServicerContext) -> csi_pb2.NodeUnpublishVolumeResponse:
         call = current()
         req = validation.unpublish(request, self._config)
@@ -55,7 +55,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
                 call.message = "target already gone"
         return csi_pb2.NodeUnpublishVolumeResponse()
 
-    def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest,  # noqa: N802
+    def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest,
                            context: grpc.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
         validation.volume_id(request.volume_id)
         if not request.volume_path:
@@ -67,25 +67,25 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         return volume_stats.stats(request.volume_id, target, self._publisher.published,
                                   self._publisher.sources, self._config)
 
-    def NodeGetCapabilities(self, request: csi_pb2.NodeGetCapabilitiesRequest,  # noqa: N802
+    def NodeGetCapabilities(self, request: csi_pb2.NodeGetCapabilitiesRequest,
                             context: grpc.ServicerContext) -> csi_pb2.NodeGetCapabilitiesResponse:
         return csi_pb2.NodeGetCapabilitiesResponse(capabilities=[
             csi_pb2.NodeServiceCapability(rpc=_RPC(type=_RPC.GET_VOLUME_STATS)),
             csi_pb2.NodeServiceCapability(rpc=_RPC(type=_RPC.VOLUME_CONDITION)),
         ])
 
-    def NodeGetInfo(self, request: csi_pb2.NodeGetInfoRequest,  # noqa: N802
+    def NodeGetInfo(self, request: csi_pb2.NodeGetInfoRequest,
                     context: grpc.ServicerContext) -> csi_pb2.NodeGetInfoResponse:
         return csi_pb2.NodeGetInfoResponse(node_id=self._config.node_id)
 
-    def NodeStageVolume(self, request: csi_pb2.NodeStageVolumeRequest,  # noqa: N802
+    def NodeStageVolume(self, request: csi_pb2.NodeStageVolumeRequest,
                         context: grpc.ServicerContext) -> csi_pb2.NodeStageVolumeResponse:
         raise unimplemented("NodeStageVolume is not supported: socket volumes need no staging")
 
-    def NodeUnstageVolume(self, request: csi_pb2.NodeUnstageVolumeRequest,  # noqa: N802
+    def NodeUnstageVolume(self, request: csi_pb2.NodeUnstageVolumeRequest,
                           context: grpc.ServicerContext) -> csi_pb2.NodeUnstageVolumeResponse:
         raise unimplemented("NodeUnstageVolume is not supported: socket volumes need no staging")
 
-    def NodeExpandVolume(self, request: csi_pb2.NodeExpandVolumeRequest,  # noqa: N802
+    def NodeExpandVolume(self, request: csi_pb2.NodeExpandVolumeRequest,
                          context: grpc.ServicerContext) -> csi_pb2.NodeExpandVolumeResponse:
         raise unimplemented("NodeExpandVolume is not supported: socket volumes have no size")

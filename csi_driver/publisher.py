@@ -19,7 +19,7 @@ import stat
 from csi_driver import mounts, targets
 from csi_driver.errors import RequestError, aborted, already_exists, internal, invalid, precondition
 from csi_driver.registry import Published, PublishedVolumes
-from csi_driver.sources import AgentSources, OpenSource, identity
+from csi_driver.sources import AgentSources, OpenSource
 from csi_driver.validation import Publish, Unpublish
 from csi_driver.volumes import Kind, VolumeSource
 
@@ -95,7 +95,7 @@ class Publisher:
         mounted there."""
         target_fd = targets.open_leaf(parent_fd, req.target.leaf)
         try:
-            if not mounts.mount_state(target_fd).is_mount_root:
+            if not mounts.is_mount_root(target_fd):
                 return False
             other = self.published.other_volume_at(req.target.path, req.volume_id)
             if other is not None:
@@ -103,7 +103,7 @@ class Publisher:
                     f"target {req.target.path} already has volume {other} published; "
                     f"refusing to publish {req.volume_id} over it"
                 )
-            mounted = identity(os.fstat(target_fd))
+            mounted = mounts.mounted_identity(target_fd)
             known = self.published.lookup(req.target.path)
             # Ours if it is the live source, or what we recorded mounting from
             # the same source (an agent that re-created its socket since).
@@ -201,7 +201,7 @@ class Publisher:
             except FileNotFoundError:  # removed meanwhile: nothing left to unmount
                 return
             try:
-                if not mounts.mount_state(fd).is_mount_root:
+                if not mounts.is_mount_root(fd):
                     return
                 if layer == MAX_LAYERS:
                     raise precondition(f"target {target.path} has more than {MAX_LAYERS} stacked mounts")
@@ -214,7 +214,7 @@ class Publisher:
                          known: Published | None) -> None:
         """The kubelet asked for this target to go, so it goes; but a mount of
         something other than the agent's paths is said out loud."""
-        mounted = identity(os.fstat(mount_root_fd))
+        mounted = mounts.mounted_identity(mount_root_fd)
         if known is not None and known.mounted == mounted:
             return
         if mounted in self.sources.live_identities():

@@ -25,12 +25,14 @@ import json
 import logging
 import os
 import stat
+from typing import Any
 
 from csi_driver import mounts, targets
 from csi_driver.config import Config
 from csi_driver.errors import RequestError
+from csi_driver.mounts import Identity, identity
 from csi_driver.registry import Published, PublishedVolumes
-from csi_driver.sources import AgentSources, Identity, identity
+from csi_driver.sources import AgentSources
 from csi_driver.volumes import Kind, VolumeSource, sockets
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ def _known_sources(config: Config, agent: AgentSources) -> list[tuple[VolumeSour
     return found
 
 
-def read_volume_data(volume_dir_fd: int) -> dict:
+def read_volume_data(volume_dir_fd: int) -> dict[str, Any]:
     """The kubelet's ``vol_data.json`` beside the target, or {} when unusable.
 
     It lives in a directory the pod's volume plugin shares, so it is read as
@@ -159,7 +161,7 @@ def recover(config: Config, published: PublishedVolumes, sources: AgentSources,
     return adopted
 
 
-def _inspect(target: targets.Target) -> tuple[dict, os.stat_result] | None:
+def _inspect(target: targets.Target) -> tuple[dict[str, Any], os.stat_result] | None:
     """The kubelet's record and the mounted inode, without following symlinks."""
     try:
         parent_fd = targets.open_parent(target)

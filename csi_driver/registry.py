@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 
-from csi_driver.sources import Identity
+from csi_driver.mounts import Identity
 from csi_driver.volumes import VolumeSource
 
 

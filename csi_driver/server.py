@@ -1,17 +1,13 @@
 """gRPC server lifecycle on the CSI Unix socket.
 
-Start-up claims the endpoint safely: a socket file left by a crashed driver is
-removed, but if another driver still answers on it, start-up is refused
-instead of stealing the endpoint from under the kubelet.
+Start-up claims the endpoint safely (``endpoint.claim_endpoint``), binds the
+metrics port first, and undoes what it started if anything fails.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import socket
-import stat
 import threading
 from concurrent import futures
 
@@ -20,11 +16,13 @@ import grpc
 from csi_driver import mounts, recovery
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
+from csi_driver.endpoint import claim_endpoint
 from csi_driver.identity import IdentityService
 from csi_driver.interceptors import InFlight, Outcomes, RejectUndecodable, register
 from csi_driver.metrics import HttpServer, Metrics
 from csi_driver.node import NodeService
 from csi_driver.publisher import Publisher
+from csi_driver.registration import RegistrationServer
 from csi_driver.registry import PublishedVolumes
 from csi_driver.sources import AgentSources
 from csi_driver.volume_stats import count_stale
@@ -42,39 +40,8 @@ WORKERS = 3
 GRACE_SECONDS = 30.0
 
 
-class EndpointInUse(RuntimeError):
-    pass
-
-
 class MetricsPortUnavailable(RuntimeError):
     pass
-
-
-def claim_endpoint(path: str) -> None:
-    """Make ``path`` free for a new listener, or raise if it must not be taken."""
-    os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise EndpointInUse(f"{path} exists and is not a socket; refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2.0)
-    try:
-        probe.connect(path)
-    except OSError as err:
-        if err.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-            raise EndpointInUse(f"cannot check endpoint {path}: {err.strerror}") from None
-        log.info("removing stale endpoint socket left by a previous run", extra={"endpoint": path})
-        os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise EndpointInUse(
-        f"another process is serving on {path}; stop it first (two drivers on one endpoint "
-        "would race for the kubelet's calls)"
-    )
 
 
 class Driver:
@@ -90,6 +57,7 @@ class Driver:
                                stale_volumes=lambda: count_stale(self.published, self.sources))
         self._grpc: grpc.Server | None = None
         self._http: HttpServer | None = None
+        self._registration: RegistrationServer | None = None
         self._stopped = threading.Event()
         self._serving = False
         self._in_flight = InFlight()
@@ -113,9 +81,11 @@ class Driver:
                     "to a free port, or 0 to disable metrics and health checks)") from None
         try:
             self._start_grpc()
+            if self.config.kubelet_registration_path:
+                self._registration = RegistrationServer(self.config)
+                self._registration.start()
         except BaseException:
-            if self._http is not None:
-                self._http.stop()
+            self._undo_start()
             raise
         if self._http is not None:
             self._http.start()
@@ -146,6 +116,21 @@ class Driver:
         self._grpc = server
         self._serving = True
 
+    def _undo_start(self) -> None:
+        """Stop what a failed start had started; leave no socket behind."""
+        if self._registration is not None:
+            self._registration.stop()
+        if self._http is not None:
+            self._http.stop()
+        if self._grpc is not None:
+            self._grpc.stop(0).wait()
+            self._grpc = None
+            self._serving = False
+            try:
+                os.unlink(self.socket_path)
+            except FileNotFoundError:
+                pass
+
     def _adopt_published_volumes(self) -> None:
         """Take over the mounts an earlier process left, before any call arrives."""
         adopted = recovery.recover(self.config, self.published, self.sources)
@@ -164,6 +149,8 @@ class Driver:
         if self._grpc is None or self._stopped.is_set():
             return
         self._serving = False
+        if self._registration is not None:
+            self._registration.stop()  # the kubelet deregisters the driver first
         log.info("stopping: waiting for in-flight calls", extra={"grace_seconds": grace})
         self._grpc.stop(grace)  # refuse new calls from here on
         if not self._in_flight.wait_idle(grace):

@@ -30,20 +30,12 @@ from dataclasses import dataclass
 
 from csi_driver.config import Config
 from csi_driver.errors import RequestError, precondition
+from csi_driver.mounts import Identity, identity
 from csi_driver.volumes import Kind, VolumeSource
 
 log = logging.getLogger(__name__)
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _LEAF_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-
-# (st_dev, st_ino): what a mount pins, and what the agent changes when it
-# re-creates its socket or its directory.
-Identity = tuple[int, int]
-
-
-def identity(st: os.stat_result) -> Identity:
-    return st.st_dev, st.st_ino
-
 
 @dataclass
 class OpenSource:
@@ -65,7 +57,7 @@ class OpenSource:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "OpenSource":
+    def __enter__(self) -> OpenSource:
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -83,7 +75,7 @@ class _Directory:
 
     def __init__(self, configured: str) -> None:
         self.configured = configured
-        existing, missing = configured, []
+        existing, missing = configured, list[str]()
         while not os.path.isdir(existing) and existing != "/":
             existing, name = os.path.split(existing)
             missing.insert(0, name)

@@ -7,8 +7,8 @@ a map), so a hostile request is refused before it costs anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from csi_driver import targets
 from csi_driver.config import Config

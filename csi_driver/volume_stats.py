@@ -17,8 +17,9 @@ from csi_driver import mounts, targets
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2
 from csi_driver.errors import not_found
+from csi_driver.mounts import Identity
 from csi_driver.registry import Published, PublishedVolumes
-from csi_driver.sources import AgentSources, Identity, identity
+from csi_driver.sources import AgentSources
 from csi_driver.volumes import Kind
 
 _Usage = csi_pb2.VolumeUsage
@@ -38,7 +39,7 @@ def _abnormal(message: str) -> csi_pb2.VolumeCondition:
 
 def condition(target_fd: int, known: Published | None, sources: AgentSources,
               config: Config) -> csi_pb2.VolumeCondition:
-    mounted = identity(os.fstat(target_fd))
+    mounted = mounts.mounted_identity(target_fd)
     if known is None:
         return _abnormal(
             "this mount was not made by this driver (neither published by it nor found among its "
@@ -74,7 +75,7 @@ def stats(volume_id: str, target: targets.Target, published: PublishedVolumes,
         except OSError:
             raise missing from None
         try:
-            if not mounts.mount_state(fd).is_mount_root:
+            if not mounts.is_mount_root(fd):
                 raise missing
             other = published.other_volume_at(target.path, volume_id)
             if other is not None:

@@ -1,9 +1,11 @@
 """Suite-wide guards and fixtures.
 
-The suite mounts for real. It must run as root inside a private mount
-namespace (``scripts/test.sh`` arranges both), so nothing it mounts can leak
-onto the machine. Without those it stops with an error instead of skipping:
-a suite that silently skips its mounts proves nothing.
+Every suite but ``tests/unit`` mounts for real. Those must run as root inside
+a private mount namespace (``scripts/test.sh`` arranges both), so nothing they
+mount can leak onto the machine. Without those the run stops with an error
+instead of skipping: a suite that silently skips its mounts proves nothing.
+``tests/unit`` replaces the mount calls with an in-memory table and runs
+anywhere, in seconds.
 """
 
 from __future__ import annotations
@@ -33,12 +35,18 @@ def _private_mount_namespace() -> bool:
     return bool(host) and ours != host
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    if os.environ.get("CSI_TESTS_ALLOW_HOST_NAMESPACE") == "1":
+UNIT = REPO / "tests" / "unit"
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    mounting = [item for item in items if not item.path.is_relative_to(UNIT)]
+    if not mounting or os.environ.get("CSI_TESTS_ALLOW_HOST_NAMESPACE") == "1":
         return
     if os.geteuid() != 0:
         raise pytest.UsageError(
-            "these tests do real bind mounts and need root; run them with scripts/test.sh as root")
+            f"{mounting[0].nodeid} and {len(mounting) - 1} more tests do real bind mounts and need "
+            "root; run them with scripts/test.sh as root (tests/unit alone runs without)")
     if not _private_mount_namespace():
         raise pytest.UsageError(
             "refusing to mount in the host's mount namespace; run the suite through "

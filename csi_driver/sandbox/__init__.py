@@ -61,7 +61,7 @@ def _reexec_in_private_namespace(argv: list[str]) -> int:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def _say(text: str = "") -> None:

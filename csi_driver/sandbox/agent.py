@@ -23,7 +23,7 @@ class DemoAgent:
         os.makedirs(os.path.dirname(self.dsd_path), exist_ok=True)
         os.makedirs(os.path.dirname(self.apm_path), exist_ok=True)
 
-    def start(self) -> "DemoAgent":
+    def start(self) -> DemoAgent:
         self._stop.clear()
         dsd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         dsd.bind(self.dsd_path)
@@ -43,14 +43,14 @@ class DemoAgent:
         while not self._stop.is_set():
             try:
                 self.dsd_received.put(sock.recv(65536))
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
 
     def _serve_apm(self, sock: socket.socket) -> None:
         while not self._stop.is_set():
             try:
                 conn, _ = sock.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             with conn:
                 conn.settimeout(5)
@@ -82,10 +82,10 @@ class DemoAgent:
         self.stop()
         self.start()
 
-    def received(self, transport: str) -> "queue.Queue[bytes]":
+    def received(self, transport: str) -> queue.Queue[bytes]:
         """What arrived on DogStatsD ("dgram") or APM ("stream")."""
         return self.dsd_received if transport == "dgram" else self.apm_received
 
     @staticmethod
-    def expect(received: "queue.Queue[bytes]", timeout: float = 5.0) -> bytes:
+    def expect(received: queue.Queue[bytes], timeout: float = 5.0) -> bytes:
         return received.get(timeout=timeout)

@@ -45,7 +45,8 @@ def prepare_volume_dir(kubelet_root: str, pod_uid: str, volume_name: str, node: 
     return os.path.join(directory, "mount")
 
 
-def mount_capability(mode: int = _Mode.SINGLE_NODE_WRITER) -> csi_pb2.VolumeCapability:
+def mount_capability(mode: csi_pb2.VolumeCapability.AccessMode.Mode.ValueType = _Mode.SINGLE_NODE_WRITER
+                     ) -> csi_pb2.VolumeCapability:
     return csi_pb2.VolumeCapability(mount=csi_pb2.VolumeCapability.MountVolume(),
                                     access_mode=_Mode(mode=mode))
 
@@ -54,7 +55,7 @@ def publish_request(kubelet_root: str, pod_uid: str, volume_name: str, attribute
                     readonly: bool = False, pod_name: str = "app", namespace: str = "default",
                     ) -> csi_pb2.NodePublishVolumeRequest:
     """What the kubelet sends for a pod's inline volume (``podInfoOnMount: true``)."""
-    pod_info = dict(zip(POD_INFO_KEYS, (pod_name, namespace, pod_uid, "default", "true")))
+    pod_info = dict(zip(POD_INFO_KEYS, (pod_name, namespace, pod_uid, "default", "true"), strict=False))
     return publish_request_at(target_path(kubelet_root, pod_uid, volume_name),
                               volume_id(pod_uid, volume_name), {**attributes, **pod_info},
                               readonly=readonly)

@@ -49,7 +49,7 @@ exec "$@"
 
 
 def send(kind: str, target: str, payload: str, relative: str = "",
-         timeout: float = 10.0) -> subprocess.CompletedProcess:
+         timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
     """Send ``payload`` from a new mount namespace through the volume at ``target``.
 
     ``kind`` is "dgram" (DogStatsD) or "stream" (APM); ``relative`` names the

@@ -8,8 +8,8 @@ turn and refuses what none of them claims.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from csi_driver.config import Config
 from csi_driver.errors import unsupported

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from csi_driver.config import Config
 from csi_driver.errors import invalid, unsupported

@@ -8,8 +8,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 import yaml
@@ -77,7 +78,7 @@ def _template(values_json: str, extra_args: tuple[str, ...]) -> subprocess.Compl
         os.unlink(values_file)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _render_cached(values_json: str, extra_args: tuple[str, ...]) -> str:
     result = _template(values_json, extra_args)
     if result.returncode != 0:

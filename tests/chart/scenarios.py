@@ -65,6 +65,7 @@ SCENARIOS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         },
         (),
     ),
+    "builtin-registrar": ({"registrar": {"mode": "builtin"}}, ()),
     "pull-secrets": (PULL_SECRETS, ()),
     "image-pull-secrets-only": ({"image": {"pullSecrets": [{"name": "image-registry"}]}}, ()),
     "allow-list": (ALLOW_LIST, ()),

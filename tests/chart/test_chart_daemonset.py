@@ -118,6 +118,19 @@ def test_registrar_wiring() -> None:
     assert "securityContext" not in c
 
 
+def test_builtin_registration_replaces_the_sidecar() -> None:
+    ds = scenario_daemonset("builtin-registrar")
+    containers = [c["name"] for c in ds["spec"]["template"]["spec"]["containers"]]
+    assert containers == ["csi-node-driver"]
+    c = driver(ds)
+    # The driver answers the kubelet's plugin watcher itself, giving the CSI
+    # socket as the kubelet sees it on the host.
+    assert args_by_flag(c)["--kubelet-registration-path"] == f"{PLUGIN_DIR}/csi.sock"
+    assert args_by_flag(c)["--kubelet-root-dir"] == "/var/lib/kubelet"
+    assert mounts_by_name(c)["registration-dir"]["mountPath"] == "/var/lib/kubelet/plugins_registry"
+    assert "--kubelet-registration-path" not in args_by_flag(driver(daemonset()))
+
+
 def test_pod_volume_directory_uses_bidirectional_propagation() -> None:
     ds = daemonset()
     mount = mounts_by_name(driver(ds))["mountpoint-dir"]
@@ -174,7 +187,8 @@ def test_every_mount_has_a_volume_and_every_volume_is_mounted() -> None:
     for name, (values, extra_args) in SCENARIOS.items():
         ds = daemonset(values, extra_args)
         volumes = set(volumes_by_name(ds))
-        mounted = set(mounts_by_name(driver(ds))) | set(mounts_by_name(registrar(ds)))
+        containers = ds["spec"]["template"]["spec"]["containers"]
+        mounted = {m["name"] for c in containers for m in c.get("volumeMounts", [])}
         assert mounted == volumes, name
 
 

@@ -30,7 +30,8 @@ REFUSED = {
         {"updateStrategy": {"rollingUpdate": {"maxUnavailable": "ten"}}},
         "/updateStrategy/rollingUpdate/maxUnavailable",
     ),
-    "unprivileged driver": ({"driver": {"securityContext": {"privileged": False}}}, "/driver/securityContext/privileged"),
+    "unprivileged driver": (
+        {"driver": {"securityContext": {"privileged": False}}}, "/driver/securityContext/privileged"),
     "relative socket path": ({"sockets": {"apmHostSocketPath": "run/apm.socket"}}, "/sockets/apmHostSocketPath"),
     "socket directly under /": ({"sockets": {"dsdHostSocketPath": "/dsd.socket"}}, "/sockets/dsdHostSocketPath"),
     "socket path with ..": ({"sockets": {"dsdHostSocketPath": "/var/../dsd/s"}}, "/sockets/dsdHostSocketPath"),

@@ -21,8 +21,8 @@ from types import ModuleType
 import grpc
 
 from csi_driver.config import Config
-from csi_driver.identity import IdentityService
 from csi_driver.csi.v1 import csi_pb2_grpc
+from csi_driver.identity import IdentityService
 
 PROTO_DIR = Path(__file__).resolve().parent / "proto"
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ class FakeController:
         outer = self
 
         class Controller(pb2_grpc.ControllerServicer):
-            def CreateVolume(self, request, context):  # noqa: N802 (gRPC method names)
+            def CreateVolume(self, request, context):
                 if not request.name:
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name is required")
                 volume_id = "csi-" + request.name
@@ -75,11 +75,11 @@ class FakeController:
                     volume_id=volume_id, capacity_bytes=request.capacity_range.required_bytes,
                     volume_context=dict(request.parameters)))
 
-            def DeleteVolume(self, request, context):  # noqa: N802
+            def DeleteVolume(self, request, context):
                 outer.deleted.append(request.volume_id)
                 return pb2.DeleteVolumeResponse()
 
-            def ControllerGetCapabilities(self, request, context):  # noqa: N802
+            def ControllerGetCapabilities(self, request, context):
                 rpc = pb2.ControllerServiceCapability.RPC
                 return pb2.ControllerGetCapabilitiesResponse(capabilities=[
                     pb2.ControllerServiceCapability(rpc=rpc(type=rpc.CREATE_DELETE_VOLUME))])
@@ -90,7 +90,7 @@ class FakeController:
             IdentityService(Config(driver_name=driver_name, node_id="controller")), self._server)
         self._server.add_insecure_port(f"unix://{socket_path}")
 
-    def start(self) -> "FakeController":
+    def start(self) -> FakeController:
         self._server.start()
         return self
 

@@ -28,10 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
-
-from csi_driver.csi.v1 import csi_pb2_grpc
 from support import kubelet as layout
 from support.snapshot import mount_table
+
+from csi_driver.csi.v1 import csi_pb2_grpc
 
 # The kubelet's isFinalError: these codes leave the operation's outcome
 # uncertain, so the volume directory is kept for the retry.
@@ -95,7 +95,7 @@ class Kubelet:
     def pods_dir(self) -> str:
         return os.path.join(self.root, "pods")
 
-    def restart(self) -> "Kubelet":
+    def restart(self) -> Kubelet:
         """A new kubelet process on the same root: no memory, same disk."""
         return Kubelet(self.root, self.socket_path, self.backoff)
 

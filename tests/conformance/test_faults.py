@@ -14,15 +14,15 @@ from collections import Counter
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
-from conformance.conftest import report_line
-from conformance.kubelet import Kubelet, Pod, Volume, mixed_pods, mounts_by_target, targets_of
-from csi_driver.csi.v1 import csi_pb2
 from support import kubelet as layout
 from support import pod as pod_process
 from support.agent import DemoAgent
 from support.driver import DriverProcess, free_port
 from support.snapshot import mount_table, tree
+
+from conformance.conftest import report_line
+from conformance.kubelet import Kubelet, Pod, Volume, mixed_pods, mounts_by_target, targets_of
+from csi_driver.csi.v1 import csi_pb2
 
 STALE_GAUGE = "datadog_csi_driver_stale_socket_mounts"
 SOCKET_FILE_TYPES = {"DSDSocket", "APMSocket"}
@@ -63,8 +63,7 @@ def _send(kubelet_root: str, pod: Pod, agent: DemoAgent, payload: str) -> bool:
 def metrics_driver(tmp_path, kubelet_root, agent):
     port = free_port()
     process = DriverProcess(str(tmp_path), kubelet_root, agent.dsd_path, agent.apm_path,
-                            extra_args=["--metrics-port", str(port)]).start()
-    process.metrics_port = port
+                            metrics_port=port).start()
     yield process
     process.stop()
 
@@ -147,7 +146,7 @@ def test_missing_agent_socket_fails_clearly_then_succeeds(request, driver, agent
     kubelet = Kubelet(kubelet_root, driver.socket_path)
 
     first_failures = []
-    for pod, missing in zip(pods, (agent.dsd_path, agent.apm_path, agent.directory)):
+    for pod, missing in zip(pods, (agent.dsd_path, agent.apm_path, agent.directory), strict=False):
         attempt = kubelet.set_up_once(pod, pod.volumes[0])
         first_failures.append(attempt)
         assert attempt.code == grpc.StatusCode.FAILED_PRECONDITION, attempt

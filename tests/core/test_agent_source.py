@@ -8,7 +8,6 @@ publish to anything else: another pod's token, the driver's own CSI socket.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
@@ -19,16 +18,14 @@ import uuid
 
 import grpc
 import pytest
-
-from csi_driver import mounts
 from support import kubelet, pod
 from support.agent import DemoAgent
 from support.driver import DriverProcess
+from support.rename import exchange
 from support.snapshot import mounts_under
 
-AT_FDCWD = -100
-RENAME_EXCHANGE = 2
-_libc = ctypes.CDLL(None, use_errno=True)
+from csi_driver import mounts
+
 RACE_ATTEMPTS = int(os.environ.get("SOURCE_RACE_ATTEMPTS", 600))
 
 
@@ -112,16 +109,10 @@ class _Swapper(threading.Thread):
         self.swaps = 0
         self._halt = threading.Event()
 
-    def _exchange(self) -> None:
-        if _libc.renameat2(AT_FDCWD, os.fsencode(self.path), AT_FDCWD, os.fsencode(self.decoy),
-                           RENAME_EXCHANGE) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-
     def run(self) -> None:
         while not self._halt.is_set():
-            self._exchange()
-            self._exchange()
+            exchange(self.path, self.decoy)
+            exchange(self.path, self.decoy)
             self.swaps += 1
 
     def stop(self) -> None:

@@ -6,12 +6,11 @@ import os
 import uuid
 
 import pytest
-
-from csi_driver import mounts
 from support import kubelet, pod
 from support.agent import DemoAgent
 from support.snapshot import mounts_under
 
+from csi_driver import mounts
 
 
 @pytest.mark.parametrize("readonly", [False, True], ids=["rw", "ro"])
@@ -56,12 +55,12 @@ def test_legacy_schema_reaches_agent(driver, agent, kubelet_root):
     assert "deprecated" in driver.logs()
 
 
-def test_socket_file_volume_cannot_be_written_through_when_readonly(driver, agent, kubelet_root):
-    """Read-only directory volumes: the pod can connect but cannot create files."""
+def test_directory_volume_cannot_be_written_through(driver, agent, kubelet_root):
+    """Directory volumes are read-only: the pod can connect but cannot create files."""
     pod_uid = str(uuid.uuid4())
     target = kubelet.prepare_volume_dir(kubelet_root, pod_uid, "dd")
     driver.node.NodePublishVolume(kubelet.publish_request(
-        kubelet_root, pod_uid, "dd", {"type": "DSDSocketDirectory"}, readonly=True))
+        kubelet_root, pod_uid, "dd", {"type": "DSDSocketDirectory"}, readonly=False))
     with pytest.raises(OSError) as err:
         open(os.path.join(target, "planted"), "w")
     assert err.value.errno == 30  # EROFS

@@ -14,12 +14,12 @@ import uuid
 
 import grpc
 import pytest
-
-import csi_driver
-from csi_driver.csi.v1 import csi_pb2
 from support import kubelet
 from support.driver import DriverProcess, free_port
 from support.snapshot import mounts_under
+
+import csi_driver
+from csi_driver.csi.v1 import csi_pb2
 
 _RPC = csi_pb2.NodeServiceCapability.RPC
 
@@ -110,7 +110,8 @@ def test_metrics_health_and_logs(tmp_path, kubelet_root, agent):
         text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
         assert (f'datadog_csi_driver_node_publish_volume_attempts{{path="{agent.dsd_path}",'
                 f'status="success",type="DSDSocket"}} 1.0') in text
-        assert 'datadog_csi_driver_node_publish_volume_attempts{path="",status="unsupported",type="invalid"} 1.0' in text
+        assert ('datadog_csi_driver_node_publish_volume_attempts{path="",status="unsupported",'
+                'type="invalid"} 1.0') in text
         assert 'datadog_csi_driver_node_unpublish_volume_attempts{status="success"} 1.0' in text
         assert "datadog_csi_driver_node_publish_volume_duration_seconds_bucket" in text
         assert "datadog_csi_driver_stale_socket_mounts 0.0" in text

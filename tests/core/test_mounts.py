@@ -33,7 +33,7 @@ def test_bind_detect_unmount(tmp_path, mount_api, attrs):
     target.mkdir()
     source_fd, fd = _open_path(str(source)), _open_path(str(target))
     try:
-        assert not mounts.mount_state(fd).is_mount_root
+        assert not mounts.is_mount_root(fd)
         mounts.bind_mount(source_fd, fd, attrs)
     finally:
         os.close(fd)
@@ -41,7 +41,7 @@ def test_bind_detect_unmount(tmp_path, mount_api, attrs):
     assert mounts._new_api_usable == (mount_api == "new-api")  # the fallback was not just skipped
     fd = _open_path(str(target))
     try:
-        assert mounts.mount_state(fd).is_mount_root
+        assert mounts.is_mount_root(fd)
         assert mounts.mounted_attrs(fd) & LOCKED == attrs
         assert (str(source).replace(str(tmp_path), ""), str(target)) in {
             (e.root.replace(str(tmp_path), ""), e.mount_point) for e in mounts.mount_table()}
@@ -52,7 +52,7 @@ def test_bind_detect_unmount(tmp_path, mount_api, attrs):
         os.close(fd)
     fd = _open_path(str(target))
     try:
-        assert not mounts.mount_state(fd).is_mount_root
+        assert not mounts.is_mount_root(fd)
     finally:
         os.close(fd)
 

@@ -9,10 +9,10 @@ import urllib.request
 import uuid
 
 import pytest
-
-from csi_driver.csi.v1 import csi_pb2
 from support import kubelet
 from support.driver import DriverProcess, free_port
+
+from csi_driver.csi.v1 import csi_pb2
 
 
 def _stats(driver, uid: str) -> csi_pb2.VolumeCondition:
@@ -32,8 +32,7 @@ def _stale_gauge(port: int) -> float:
 def metered(tmp_path, kubelet_root, agent):
     port = free_port()
     process = DriverProcess(str(tmp_path), kubelet_root, agent.dsd_path, agent.apm_path,
-                            extra_args=["--metrics-port", str(port)]).start()
-    process.metrics_port = port  # type: ignore[attr-defined]
+                            metrics_port=port).start()
     yield process
     process.stop()
 

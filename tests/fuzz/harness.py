@@ -15,14 +15,14 @@ import json
 import os
 import socket
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import grpc
+from support.driver import DriverProcess
 
 from csi_driver import mounts
 from csi_driver.csi.v1 import csi_pb2
-from support.driver import DriverProcess
 
 CSI = "kubernetes.io~csi"
 # Codes a CSI node plugin may answer hostile input with. INTERNAL is not among
@@ -193,7 +193,7 @@ class Layout:
     def target(self, pod: str = "good", volume: str = "a", leaf: str = "mount") -> str:
         return os.path.join(self.pods_dir, pod, "volumes", CSI, volume, leaf)
 
-    def build(self) -> "Layout":
+    def build(self) -> Layout:
         os.makedirs(self.pods_dir)
         os.makedirs(self.run_dir)
         for path, kind in ((self.dsd_path, socket.SOCK_DGRAM), (self.apm_path, socket.SOCK_STREAM)):

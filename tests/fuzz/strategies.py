@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 
-from hypothesis import strategies as st
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
+from hypothesis import strategies as st
 
 from csi_driver.csi.v1 import csi_pb2
 from csi_driver.sandbox import kubelet
@@ -27,7 +27,7 @@ _Cap = csi_pb2.VolumeCapability
 _Mode = _Cap.AccessMode
 TYPES = (*sockets.TYPES, sockets.DEPRECATED_SOCKETS_DIRECTORY)
 VOLUME_IDS = tuple("csi-" + hashlib.sha256(name.encode()).hexdigest() for name in ("x", "y", "z"))
-POD_INFO = dict(zip(kubelet.POD_INFO_KEYS, ("app", "default", "good", "default", "true")))
+POD_INFO = dict(zip(kubelet.POD_INFO_KEYS, ("app", "default", "good", "default", "true"), strict=False))
 PUBLISH_FIELDS = ("volume_id", "target_path", "volume_capability", "volume_context",
                   "publish_context", "secrets", "staging_target_path")
 
@@ -257,23 +257,23 @@ def _is_map(fd) -> bool:
 
 
 def _scalar(fd) -> st.SearchStrategy | None:
-    T = FieldDescriptor
-    if fd.type == T.TYPE_STRING:
+    t = FieldDescriptor
+    if fd.type == t.TYPE_STRING:
         return st.one_of(text, nul_text, long_name)
-    if fd.type == T.TYPE_BYTES:
+    if fd.type == t.TYPE_BYTES:
         return st.binary(max_size=64)
-    if fd.type == T.TYPE_BOOL:
+    if fd.type == t.TYPE_BOOL:
         return st.booleans()
-    if fd.type in (T.TYPE_INT64, T.TYPE_SINT64, T.TYPE_SFIXED64):
+    if fd.type in (t.TYPE_INT64, t.TYPE_SINT64, t.TYPE_SFIXED64):
         return st.integers(-(2**63), 2**63 - 1)
-    if fd.type in (T.TYPE_UINT64, T.TYPE_FIXED64):
+    if fd.type in (t.TYPE_UINT64, t.TYPE_FIXED64):
         return st.integers(0, 2**64 - 1)
-    if fd.type in (T.TYPE_INT32, T.TYPE_SINT32, T.TYPE_SFIXED32, T.TYPE_ENUM):
+    if fd.type in (t.TYPE_INT32, t.TYPE_SINT32, t.TYPE_SFIXED32, t.TYPE_ENUM):
         return st.integers(-(2**31), 2**31 - 1)
-    if fd.type in (T.TYPE_UINT32, T.TYPE_FIXED32):
+    if fd.type in (t.TYPE_UINT32, t.TYPE_FIXED32):
         return st.integers(0, 2**32 - 1)
-    if fd.type in (T.TYPE_DOUBLE, T.TYPE_FLOAT):
-        return st.floats(allow_nan=True, width=32 if fd.type == T.TYPE_FLOAT else 64)
+    if fd.type in (t.TYPE_DOUBLE, t.TYPE_FLOAT):
+        return st.floats(allow_nan=True, width=32 if fd.type == t.TYPE_FLOAT else 64)
     return None
 
 

@@ -13,13 +13,13 @@ every answer is a CSI status, and the driver keeps serving.
 from __future__ import annotations
 
 import collections
-import ctypes
 import os
 import threading
 import time
 
 import grpc
 import pytest
+from support.rename import exchange
 
 from csi_driver.csi.v1 import csi_pb2
 from csi_driver.sandbox import kubelet
@@ -27,18 +27,9 @@ from csi_driver.volumes import sockets
 from fuzz import harness
 from fuzz.harness import CSI
 
-AT_FDCWD = -100
-RENAME_EXCHANGE = 2
-_libc = ctypes.CDLL(None, use_errno=True)
 ATTEMPTS = max(1, int(os.environ.get("FUZZ_RACE_ATTEMPTS", 1000)))
 PUBLISH = "/csi.v1.Node/NodePublishVolume"
 UNPUBLISH = "/csi.v1.Node/NodeUnpublishVolume"
-
-
-def exchange(a: str, b: str) -> None:
-    if _libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), a)
 
 
 class Swapper(threading.Thread):

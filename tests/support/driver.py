@@ -31,6 +31,7 @@ class DriverProcess:
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     endpoint_name: str = "csi.sock"
+    metrics_port: int = 0  # 0: no metrics and health server
     process: subprocess.Popen | None = None
     _channel: grpc.Channel | None = None
 
@@ -50,11 +51,11 @@ class DriverProcess:
             "--dsd-host-socket-path", self.dsd_path,
             "--apm-host-socket-path", self.apm_path,
             "--storage-path", os.path.join(self.workdir, "storage"),
-            "--metrics-port", "0",
+            "--metrics-port", str(self.metrics_port),
             *self.extra_args,
         ]
 
-    def start(self, wait: bool = True) -> "DriverProcess":
+    def start(self, wait: bool = True) -> DriverProcess:
         env = {**os.environ, "NODE_ID": "test-node", **self.env}
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)

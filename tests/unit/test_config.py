@@ -49,3 +49,15 @@ def test_bad_values_are_refused(argv, fragment):
 
 def test_log_level_from_reference_variable():
     assert load([], {"NODE_ID": "n", "LOG_LEVEL": "warn"}).log_level == "warning"
+
+
+def test_registration_paths_must_fit_a_unix_socket():
+    config = load(["--kubelet-registration-path", "/var/lib/kubelet/plugins/x/csi.sock"], {"NODE_ID": "n"})
+    assert config.kubelet_registration_path == "/var/lib/kubelet/plugins/x/csi.sock"
+    with pytest.raises(ConfigError, match="at most 107 bytes"):
+        load(["--kubelet-registration-path", "/" + "p" * 120 + "/csi.sock"], {"NODE_ID": "n"})
+    with pytest.raises(ConfigError, match="registration socket"):
+        load(["--kubelet-registration-path", "/x/csi.sock", "--kubelet-root-dir", "/" + "k" * 90],
+             {"NODE_ID": "n"})
+    with pytest.raises(ConfigError, match="normalized absolute path"):
+        load(["--kubelet-registration-path", "relative/csi.sock"], {"NODE_ID": "n"})
