@@ -13,7 +13,7 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from build_support.protogen import generate  # noqa: E402
+from build_support.protogen import generate
 
 
 class BuildWithStubs(build_py):
