@@ -64,8 +64,11 @@ class NodeService(csi_pb2_grpc.NodeServicer):
             target = targets.parse(request.volume_path, self._config.pods_dir, "volume_path")
         except RequestError as err:
             raise not_found(f"no volume published at {request.volume_path!r}: {err.message}") from None
-        return volume_stats.stats(request.volume_id, target, self._publisher.published,
-                                  self._publisher.sources, self._config)
+        response = volume_stats.stats(request.volume_id, target, self._publisher.published,
+                                      self._publisher.sources, self._config)
+        condition = response.volume_condition
+        current().message = f"{'abnormal' if condition.abnormal else 'normal'}: {condition.message}"
+        return response
 
     def NodeGetCapabilities(self, request: csi_pb2.NodeGetCapabilitiesRequest,
                             context: grpc.ServicerContext) -> csi_pb2.NodeGetCapabilitiesResponse:

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from csi_driver import validation, volume_stats
+from csi_driver.csi.v1 import csi_pb2
 from csi_driver.errors import RequestError
 from csi_driver.mounts import identity
 from csi_driver.publisher import Publisher
@@ -111,3 +112,13 @@ def test_a_recreated_agent_socket_keeps_the_volume_and_reports_it(config, publis
     assert response.volume_condition.abnormal
     assert "re-created" in response.volume_condition.message
     assert volume_stats.count_stale(publisher.published, publisher.sources) == 1
+
+
+def test_volume_stats_say_normal_and_why(config, publisher):
+    _, req = _publish(config, "DSDSocketDirectory")
+    publisher.publish(req)
+    response = volume_stats.stats(req.volume_id, req.target, publisher.published, publisher.sources,
+                                  config)
+    assert not response.volume_condition.abnormal
+    assert "live agent socket directory" in response.volume_condition.message
+    assert {u.unit for u in response.usage} == {csi_pb2.VolumeUsage.BYTES, csi_pb2.VolumeUsage.INODES}
