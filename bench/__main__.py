@@ -20,12 +20,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # tests/support: DemoAgent, DriverProcess
 
-from support.agent import DemoAgent
-
 from bench import driver_calls, floor
 from bench.driver_calls import TYPES, Kubelet
 from bench.mount_table import Filler
 from bench.stats import Section, fmt_count, fmt_mb, fmt_ratio, fmt_seconds, percentile
+from support.agent import DemoAgent
 
 SIZES = (10, 1_000, 10_000)  # unrelated mounts added to the namespace's table
 CALLERS = (1, 8, 32)

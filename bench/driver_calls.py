@@ -10,11 +10,11 @@ import uuid
 from dataclasses import dataclass
 
 import grpc
-from support.driver import DriverProcess
 
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.sandbox import kubelet
 from csi_driver.volumes.sockets import TYPES
+from support.driver import DriverProcess
 
 _clock = time.perf_counter
 

@@ -28,10 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
-from support import kubelet as layout
-from support.snapshot import mount_table
 
 from csi_driver.csi.v1 import csi_pb2_grpc
+from support import kubelet as layout
+from support.snapshot import mount_table
 
 # The kubelet's isFinalError: these codes leave the operation's outcome
 # uncertain, so the volume directory is kept for the retry.

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.kubelet import DRIVER
-from support.snapshot import mounts_under, tree
 
 from conformance.conftest import report_line
 from conformance.controller import FakeController
+from support.kubelet import DRIVER
+from support.snapshot import mounts_under, tree
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -14,15 +14,15 @@ from collections import Counter
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from conformance.conftest import report_line
+from conformance.kubelet import Kubelet, Pod, Volume, mixed_pods, mounts_by_target, targets_of
+from csi_driver.csi.v1 import csi_pb2
 from support import kubelet as layout
 from support import pod as pod_process
 from support.agent import DemoAgent
 from support.driver import DriverProcess, free_port
 from support.snapshot import mount_table, tree
-
-from conformance.conftest import report_line
-from conformance.kubelet import Kubelet, Pod, Volume, mixed_pods, mounts_by_target, targets_of
-from csi_driver.csi.v1 import csi_pb2
 
 STALE_GAUGE = "datadog_csi_driver_stale_socket_mounts"
 SOCKET_FILE_TYPES = {"DSDSocket", "APMSocket"}

@@ -7,9 +7,9 @@ import os
 from collections import Counter
 
 import grpc
-from support.snapshot import mount_table, tree
 
 from conformance.kubelet import Kubelet, mixed_pods, mounts_by_target, targets_of
+from support.snapshot import mount_table, tree
 
 PODS = 100
 THREADS = 32

@@ -8,13 +8,13 @@ import subprocess
 import uuid
 
 import pytest
-from support import kubelet as layout
 
 from csi_driver import recovery
 from csi_driver.config import Config
 from csi_driver.registry import PublishedVolumes
 from csi_driver.sources import AgentSources
 from csi_driver.volume_stats import count_stale
+from support import kubelet as layout
 
 
 @pytest.fixture

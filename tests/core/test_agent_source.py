@@ -18,13 +18,13 @@ import uuid
 
 import grpc
 import pytest
+
+from csi_driver import mounts
 from support import kubelet, pod
 from support.agent import DemoAgent
 from support.driver import DriverProcess
 from support.rename import exchange
 from support.snapshot import mounts_under
-
-from csi_driver import mounts
 
 RACE_ATTEMPTS = int(os.environ.get("SOURCE_RACE_ATTEMPTS", 600))
 

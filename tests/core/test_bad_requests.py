@@ -7,10 +7,10 @@ import uuid
 
 import grpc
 import pytest
-from support import kubelet
-from support.snapshot import mount_table, tree
 
 from csi_driver.csi.v1 import csi_pb2
+from support import kubelet
+from support.snapshot import mount_table, tree
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION

@@ -6,11 +6,11 @@ import os
 import uuid
 
 import pytest
+
+from csi_driver import mounts
 from support import kubelet, pod
 from support.agent import DemoAgent
 from support.snapshot import mounts_under
-
-from csi_driver import mounts
 
 
 @pytest.mark.parametrize("readonly", [False, True], ids=["rw", "ro"])

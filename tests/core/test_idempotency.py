@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+
 from support import kubelet, pod
 from support.agent import DemoAgent
 from support.snapshot import mounts_under

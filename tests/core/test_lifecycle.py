@@ -14,12 +14,12 @@ import uuid
 
 import grpc
 import pytest
-from support import kubelet
-from support.driver import DriverProcess, free_port
-from support.snapshot import mounts_under
 
 import csi_driver
 from csi_driver.csi.v1 import csi_pb2
+from support import kubelet
+from support.driver import DriverProcess, free_port
+from support.snapshot import mounts_under
 
 _RPC = csi_pb2.NodeServiceCapability.RPC
 

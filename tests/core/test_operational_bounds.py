@@ -16,11 +16,11 @@ import uuid
 
 import grpc
 import pytest
-from support import kubelet
-from support.driver import DriverProcess, free_port
 
 from csi_driver import recovery
 from csi_driver.metrics import HttpServer
+from support import kubelet
+from support.driver import DriverProcess, free_port
 
 
 def _threads(pid: int) -> int:

@@ -9,10 +9,10 @@ import urllib.request
 import uuid
 
 import pytest
-from support import kubelet
-from support.driver import DriverProcess, free_port
 
 from csi_driver.csi.v1 import csi_pb2
+from support import kubelet
+from support.driver import DriverProcess, free_port
 
 
 def _stats(driver, uid: str) -> csi_pb2.VolumeCondition:

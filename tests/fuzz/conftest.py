@@ -10,9 +10,9 @@ FUZZ_REPORT names (default: fuzz-figures.txt in pytest's temporary directory).
 from __future__ import annotations
 
 import pytest
-from support.driver import DriverProcess
 
 from fuzz import harness
+from support.driver import DriverProcess
 
 
 def start(root: str) -> harness.Fuzz:

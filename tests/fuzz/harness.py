@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
-from support.driver import DriverProcess
 
 from csi_driver import mounts
 from csi_driver.csi.v1 import csi_pb2
+from support.driver import DriverProcess
 
 CSI = "kubernetes.io~csi"
 # Codes a CSI node plugin may answer hostile input with. INTERNAL is not among

@@ -19,13 +19,13 @@ import time
 
 import grpc
 import pytest
-from support.rename import exchange
 
 from csi_driver.csi.v1 import csi_pb2
 from csi_driver.sandbox import kubelet
 from csi_driver.volumes import sockets
 from fuzz import harness
 from fuzz.harness import CSI
+from support.rename import exchange
 
 ATTEMPTS = max(1, int(os.environ.get("FUZZ_RACE_ATTEMPTS", 1000)))
 PUBLISH = "/csi.v1.Node/NodePublishVolume"

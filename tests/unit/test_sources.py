@@ -8,7 +8,6 @@ import socket
 
 import grpc
 import pytest
-from support.agent import DemoAgent
 
 from csi_driver.config import Config
 from csi_driver.errors import RequestError
@@ -16,6 +15,7 @@ from csi_driver.mounts import identity
 from csi_driver.sources import AgentSources
 from csi_driver.volumes import Kind, VolumeSource
 from csi_driver.volumes.sockets import resolve
+from support.agent import DemoAgent
 
 
 def _source(config: Config, volume_type: str) -> VolumeSource:
