@@ -7,8 +7,8 @@
 #
 # Creates .venv with the package and its test extras. Only for the suites
 # chosen, it installs the pinned external tools into .tools/bin (helm for
-# tests/chart, csi-sanity for tests/conformance) and starts a Docker engine
-# when none runs (tests/image). Every suite but tests/unit mounts for real: it
+# tests/chart, csi-sanity for tests/conformance, kube-apiserver and kubelet for
+# tests/e2e) and starts a Docker engine when none runs (tests/image). Every suite but tests/unit mounts for real: it
 # runs as root inside a private mount namespace, so every mount a test makes
 # vanishes with it.
 set -euo pipefail
@@ -45,6 +45,9 @@ if $only_unit; then
 fi
 if wants chart; then scripts/install-helm.sh >/dev/null; fi
 if wants conformance; then scripts/install-csi-sanity.sh >/dev/null; fi
+# The end-to-end suite's kube-apiserver and kubelet (tests/e2e starts its own
+# cluster with scripts/e2e-cluster.sh, which installs the Debian packages it needs).
+if wants e2e; then scripts/build-kubernetes.sh; fi
 if wants image; then
     # Started here, in the machine's mount namespace, rather than from inside
     # the suite's private one.

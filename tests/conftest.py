@@ -53,6 +53,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             "scripts/test.sh, which starts it under 'unshare --mount --propagation private'")
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> None:
+    from support import report
+
+    report.write_summary(terminalreporter, config)
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path

@@ -61,7 +61,11 @@ class DriverProcess:
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:  # a driver that never got ready must not outlive the test
+                self.kill()
+                raise
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:

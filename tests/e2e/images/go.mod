@@ -1,0 +1,3 @@
+module e2e-images
+
+go 1.22
