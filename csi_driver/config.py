@@ -154,6 +154,7 @@ def env_name(flag: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="datadog-csi-driver",
+        usage="%(prog)s [FLAGS...]\n       %(prog)s sandbox [--serve] [--metrics-port N]",
         description=(
             "Kubernetes CSI node driver that bind-mounts the Datadog Agent's DogStatsD and APM "
             "Unix sockets into pods, so pods under the baseline or restricted Pod Security "
@@ -168,14 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     defaults = Config(node_id="-")
     for flag, (attr, _parse, help_text) in _FLAGS.items():
-        default = getattr(defaults, attr)
-        shown = ",".join(default) if isinstance(default, tuple) else str(default).lower() \
-            if isinstance(default, bool) else default
         parser.add_argument(
             flag, dest=attr, default=None, metavar="VALUE",
-            help=f"{help_text} (env {env_name(flag)}; default {shown!s})",
+            help=f"{help_text} (env {env_name(flag)}; default {_shown(getattr(defaults, attr))})",
         )
     return parser
+
+
+def _shown(default: object) -> str:
+    """A default as the help text shows it: what a user would type, or (empty)."""
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    return str(default) if default not in ("", None) else "empty"
 
 
 def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:

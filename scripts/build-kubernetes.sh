@@ -22,7 +22,7 @@ have_all() {
     for c in "${COMPONENTS[@]}"; do [[ -x "$OUT/$c" ]] || return 1; done
 }
 if have_all; then
-    echo "build-kubernetes: ${COMPONENTS[*]} $K8S_VERSION already built in $OUT (skipped)"
+    echo "build-kubernetes: ${COMPONENTS[*]} $K8S_VERSION already built in $OUT (skipped)" >&2
     exit 0
 fi
 command -v go >/dev/null || { echo "build-kubernetes: Go is required (go build)" >&2; exit 1; }
@@ -31,7 +31,7 @@ staging_version="v0.${K8S_VERSION#v1.}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/k8s-build.XXXXXX")"
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 
-echo "build-kubernetes: building ${COMPONENTS[*]} $K8S_VERSION (first run: 12-30 minutes on 2 CPUs)"
+echo "build-kubernetes: building ${COMPONENTS[*]} $K8S_VERSION (first run: 10-30 minutes on 2 CPUs)" >&2
 started=$SECONDS
 module_dir="$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')"
@@ -49,7 +49,7 @@ for r in json.load(sys.stdin).get("Replace") or []:
     if r["New"]["Path"].startswith("./staging/"):
         print(r["Old"]["Path"])')
 go mod edit "${replaces[@]}"
-echo "build-kubernetes: ${#replaces[@]} staging modules pinned to $staging_version"
+echo "build-kubernetes: ${#replaces[@]} staging modules pinned to $staging_version" >&2
 
 minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
 pkg=k8s.io/component-base/version
@@ -62,5 +62,5 @@ GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags"
     "${targets[@]}"
 rm -rf "$OUT"
 mv "$OUT.partial" "$OUT"
-"$OUT/kubelet" --version
-echo "build-kubernetes: done in $((SECONDS - started)) s"
+"$OUT/kubelet" --version >&2
+echo "build-kubernetes: done in $((SECONDS - started)) s" >&2

@@ -19,6 +19,8 @@
 #   DOCKERD_NETWORK_MODES    space-separated order  (default "bridge none")
 #   DOCKERD_DATA_ROOT        data root for overlay2 (default /var/lib/docker);
 #                            other drivers use <it>-<driver>
+#   DOCKERD_STARTED_FILE     when this script starts dockerd, its pid is written
+#                            there, so the caller can stop what it started
 set -euo pipefail
 
 DOCKER_IO_VERSION="${DOCKER_IO_VERSION:-20.10.24+dfsg1-1+deb12u1+b6}"
@@ -51,7 +53,7 @@ if ! command -v dockerd >/dev/null 2>&1; then
         log "ERROR: no Docker engine and cannot install one (needs root and apt-get)"
         exit 1
     fi
-    log "installing docker.io ${DOCKER_IO_VERSION}"
+    log "installing docker.io ${DOCKER_IO_VERSION} from Debian (first run: about 1 minute)"
     apt-get update -qq
     apt_install_pinned docker.io "${DOCKER_IO_VERSION}" >/dev/null
 fi
@@ -119,6 +121,7 @@ try_start() {
     pid=$!
     if wait_until_answering "$pid"; then
         log "engine up (pid ${pid}, storage driver ${driver}, network ${net})"
+        if [ -n "${DOCKERD_STARTED_FILE:-}" ]; then echo "$pid" >"$DOCKERD_STARTED_FILE"; fi
         return 0
     fi
     log "dockerd ${args[*]} did not answer; last log lines:"

@@ -28,7 +28,7 @@ installed_version() {
 
 if [[ -x "${helm_bin}" && "$(installed_version)" == "${HELM_VERSION}" \
       && "$(cat "${stamp_file}" 2>/dev/null)" == "${build_id}" ]]; then
-    echo "helm ${HELM_VERSION} already installed at ${helm_bin}"
+    echo "install-helm: helm ${HELM_VERSION} already built (skipped)" >&2
     exit 0
 fi
 
@@ -38,7 +38,7 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 mkdir -p "${bin_dir}"
-echo "building helm ${HELM_VERSION} into ${bin_dir} (go install, takes a few minutes)"
+echo "install-helm: building helm ${HELM_VERSION} into ${bin_dir} with go install (first run: about 10 minutes on 2 CPUs)" >&2
 # Version stamps are set through ldflags the way Helm's Makefile sets them;
 # without them `helm version` reports a development placeholder (so the
 # check above could never match) and the default Kubernetes version is 1.20.
@@ -60,4 +60,4 @@ if [[ "${actual}" != "${HELM_VERSION}" ]]; then
     exit 1
 fi
 echo "${build_id}" >"${stamp_file}"
-echo "installed helm ${actual} at ${helm_bin}"
+echo "install-helm: installed helm ${actual} at ${helm_bin}" >&2

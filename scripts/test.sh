@@ -8,9 +8,12 @@
 # Creates .venv with the package and its test extras. Only for the suites
 # chosen, it installs the pinned external tools into .tools/bin (helm for
 # tests/chart, csi-sanity for tests/conformance, kube-apiserver and kubelet for
-# tests/e2e) and starts a Docker engine when none runs (tests/image). Every suite but tests/unit mounts for real: it
-# runs as root inside a private mount namespace, so every mount a test makes
-# vanishes with it.
+# tests/e2e) and starts a Docker engine when none runs (tests/image); a Docker
+# engine it started is stopped at the end unless KEEP_DOCKER_ENGINE=1. Every
+# suite but tests/unit mounts for real: it runs as root inside a private mount
+# namespace, so every mount a test makes vanishes with it. Each setup step
+# says what it does (and when it is skipped); the last line gives the time of
+# each phase.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -36,25 +39,63 @@ if ! $only_unit && [[ "$(id -u)" != 0 ]]; then
     exit 1
 fi
 
-scripts/setup-dev.sh
+# phase NAME COMMAND...: run COMMAND and remember how long it took.
+timings=()
+phase() {
+    local name="$1" started=$SECONDS rc=0
+    shift
+    echo "test.sh: == $name" >&2
+    "$@" || rc=$?
+    timings+=("$name $((SECONDS - started)) s")
+    return $rc
+}
+summary() {
+    local joined
+    joined="$(printf '%s, ' "${timings[@]}")"
+    echo "test.sh: time per phase: ${joined%, }" >&2
+}
+
+# A Docker engine this run started is stopped again (one already running is left alone).
+dockerd_started="$PWD/.tools/dockerd.started"
+stop_started_dockerd() {
+    local pid
+    pid="$(cat "$dockerd_started" 2>/dev/null || true)"
+    rm -f "$dockerd_started"
+    [[ -n "$pid" && "${KEEP_DOCKER_ENGINE:-0}" != 1 ]] || return 0
+    echo "test.sh: stopping the Docker engine this run started (pid $pid; KEEP_DOCKER_ENGINE=1 keeps it)" >&2
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.25; done
+    kill -9 "$pid" 2>/dev/null || true
+}
+trap stop_started_dockerd EXIT
+
+phase "set up .venv" scripts/setup-dev.sh
 if [[ $# -eq 0 ]]; then
-    scripts/lint.sh
+    phase "lint and type check" scripts/lint.sh
 fi
 if $only_unit; then
-    exec .venv/bin/python -m pytest "$@"
+    phase "tests" .venv/bin/python -m pytest "$@" || { rc=$?; summary; exit $rc; }
+    summary
+    exit 0
 fi
-if wants chart; then scripts/install-helm.sh >/dev/null; fi
-if wants conformance; then scripts/install-csi-sanity.sh >/dev/null; fi
+mkdir -p .tools
+if wants chart; then phase "helm" scripts/install-helm.sh; fi
+if wants conformance; then phase "csi-sanity" scripts/install-csi-sanity.sh >/dev/null; fi
 # The end-to-end suite's kube-apiserver and kubelet (tests/e2e starts its own
 # cluster with scripts/e2e-cluster.sh, which installs the Debian packages it needs).
-if wants e2e; then scripts/build-kubernetes.sh; fi
+if wants e2e; then phase "kube-apiserver and kubelet" scripts/build-kubernetes.sh; fi
 if wants image; then
     # Started here, in the machine's mount namespace, rather than from inside
     # the suite's private one.
-    scripts/docker-engine.sh || echo "scripts/test.sh: no Docker engine could be started; the image tests will fail" >&2
+    export DOCKERD_STARTED_FILE="$dockerd_started"
+    phase "Docker engine" scripts/docker-engine.sh ||
+        echo "scripts/test.sh: no Docker engine could be started; the image tests will fail" >&2
 fi
 export PATH="$PWD/.tools/bin:$PATH"
 
 # The machine's mount namespace, for the suite's guard where /proc/1 is unreadable.
 export CSI_TESTS_HOST_MOUNT_NS="$(readlink /proc/self/ns/mnt)"
-exec unshare --mount --propagation private -- .venv/bin/python -m pytest "$@"
+rc=0
+phase "tests" unshare --mount --propagation private -- .venv/bin/python -m pytest "$@" || rc=$?
+summary
+exit $rc

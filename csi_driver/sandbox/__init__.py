@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -48,14 +49,24 @@ def main(argv: list[str]) -> int:
 
 
 def _reexec_in_private_namespace(argv: list[str]) -> int:
-    """Run again inside ``unshare --mount``: every mount dies with the sandbox."""
+    """Run again inside ``unshare --mount``: every mount dies with the sandbox.
+
+    SIGINT and SIGTERM sent to this process are passed on to the sandbox, which
+    cleans up (driver stopped, temporary directory removed) before this returns
+    its exit status; a signal sent to the whole process group reaches both, and
+    the sandbox ignores the second copy while it cleans up.
+    """
     script = f'export {SANDBOX_ENV}="$(readlink /proc/self/ns/mnt)"; exec "$@"'
     command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                sys.executable, "-m", "csi_driver", "sandbox", *argv]
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 130
+    child = subprocess.Popen(command)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    return child.wait()
 
 
 def _free_port() -> int:
@@ -68,20 +79,59 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
+class _Stopped(BaseException):
+    """SIGINT or SIGTERM: unwinds the sandbox like Ctrl-C, through its cleanup."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
 def _run(args: argparse.Namespace) -> int:
-    import grpc
-
     from csi_driver import logs
-    from csi_driver.config import Config
-    from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
     from csi_driver.sandbox.agent import DemoAgent
-    from csi_driver.server import Driver
-    from csi_driver.volumes import sockets
 
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop)
     root = tempfile.mkdtemp(prefix="dd-csi-sandbox-")
     logs.setup("warning")  # the demo narrates; the driver only speaks up on problems
-    agent = DemoAgent(os.path.join(root, "run", "datadog")).start()
-    port = args.metrics_port or _free_port()
+    agent: DemoAgent | None = None
+    driver: Any = None
+    try:
+        agent = DemoAgent(os.path.join(root, "run", "datadog")).start()
+        driver = _start_driver(root, agent, args.metrics_port or _free_port())
+        failures = _demo(driver.config, agent)
+        if args.serve:
+            _serve(driver.config)
+    except _Stopped as stopped:
+        _say(f"\nstopped by {signal.Signals(stopped.signum).name}; cleaning up")
+        failures, code = 0, 128 + stopped.signum
+    else:
+        code = 1 if failures else 0
+    finally:
+        # A second signal (one sent to the whole process group reaches this
+        # process twice) must not interrupt the cleanup.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        if driver is not None:
+            driver.stop(grace=5)
+        if agent is not None:
+            agent.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    if code < 128:
+        _say("\nall volumes published, used and unpublished" if not failures
+             else f"\n{failures} volume type(s) failed")
+    return code
+
+
+def _start_driver(root: str, agent: Any, port: int) -> Any:
+    from csi_driver.config import Config
+    from csi_driver.server import Driver
+
     config = Config(
         csi_endpoint=f"unix://{root}/plugins/datadog.csi/csi.sock",
         apm_host_socket_path=agent.apm_path, dsd_host_socket_path=agent.dsd_path,
@@ -93,30 +143,40 @@ def _run(args: argparse.Namespace) -> int:
     _say(f"sandbox in {root} (private mount namespace; removed on exit)")
     _say(f"  demo agent  DogStatsD {agent.dsd_path}  APM {agent.apm_path}")
     _say(f"  driver      {config.csi_endpoint}   metrics http://127.0.0.1:{port}/metrics")
-    channel = grpc.insecure_channel(config.csi_endpoint)
-    node = csi_pb2_grpc.NodeStub(channel)
-    info = csi_pb2_grpc.IdentityStub(channel).GetPluginInfo(csi_pb2.GetPluginInfoRequest())
-    _say(f"  GetPluginInfo -> {info.name} {info.vendor_version}")
-    failures = 0
-    try:
+    return driver
+
+
+def _demo(config: Any, agent: Any) -> int:
+    """Publish, use and unpublish one volume of each type; the number that failed."""
+    import grpc
+
+    from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
+    from csi_driver.volumes import sockets
+
+    with grpc.insecure_channel(config.csi_endpoint) as channel:
+        node = csi_pb2_grpc.NodeStub(channel)
+        info = csi_pb2_grpc.IdentityStub(channel).GetPluginInfo(csi_pb2.GetPluginInfoRequest())
+        _say(f"  GetPluginInfo -> {info.name} {info.vendor_version}")
         pod_uid = str(uuid.uuid4())
-        for volume_type in sockets.TYPES:
-            failures += not _demo_volume(node, config, agent, pod_uid, volume_type)
-        if args.serve:
-            _say("\ndriver still serving; Ctrl-C to stop")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
-    finally:
-        channel.close()
-        driver.stop(grace=5)
-        agent.stop()
-        shutil.rmtree(root, ignore_errors=True)
-    _say("\nall volumes published, used and unpublished" if not failures
-         else f"\n{failures} volume type(s) failed")
-    return 1 if failures else 0
+        return sum(not _demo_volume(node, config, agent, pod_uid, volume_type)
+                   for volume_type in sockets.TYPES)
+
+
+def _serve(config: Any) -> None:
+    """Keep serving, with the driver's one log line per call shown, until a signal."""
+    import logging
+
+    client = (f"{sys.executable} -m csi_driver.sandbox.client --endpoint {config.csi_endpoint} "
+              f"--kubelet-root {config.kubelet_root_dir}")
+    _say("\ndriver still serving; Ctrl-C (or SIGTERM) stops it and removes the sandbox.")
+    _say("Call it from another shell, as the kubelet would:")
+    _say(f"  {client} probe")
+    _say(f"  {client} publish DSDSocketDirectory      # prints the pod UID and the target")
+    _say(f"  {client} unpublish --pod <UID>")
+    _say("Its JSON log line for each call follows.\n")
+    logging.getLogger().setLevel(logging.INFO)
+    while True:
+        time.sleep(3600)
 
 
 def _demo_volume(node: Any, config: Any, agent: Any, pod_uid: str, volume_type: str) -> bool:

@@ -5,8 +5,8 @@ The session starts a single-node cluster with ``scripts/e2e-cluster.sh up``
 and the driver as a process on the node that registers itself with the kubelet
 (``--kubelet-registration-path``), then installs the CSIDriver object. Every
 test drives the cluster through the API server with the ``kubernetes`` client.
-The cluster is stopped at the end of the session whatever happened
-(``scripts/e2e-cluster.sh down``).
+The cluster is stopped when the suite's last test is done, whatever happened
+(``scripts/e2e-cluster.sh down``), before any other suite runs.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     given = os.environ.get("E2E_ENV")
     if given:
@@ -72,12 +72,12 @@ def cluster_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(cluster_env: dict[str, str]) -> Cluster:
     return Cluster(cluster_env["KUBECONFIG"], cluster_env["NODE_NAME"], cluster_env["KUBELET_ROOT"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node_agent(cluster_env: dict[str, str]) -> Iterator[DemoAgent]:
     """The agent on the node; its directory is writable by everyone, so that only
     the driver's read-only mount keeps pods from changing it."""
@@ -88,7 +88,7 @@ def node_agent(cluster_env: dict[str, str]) -> Iterator[DemoAgent]:
     agent.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node_driver(cluster: Cluster, cluster_env: dict[str, str],
                 node_agent: DemoAgent) -> Iterator[DriverProcess]:
     """The driver on the node, registered with the real kubelet by itself."""

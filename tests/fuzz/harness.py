@@ -70,10 +70,18 @@ def methods() -> list[tuple[str, object]]:
 
 # ------------------------------------------------------------- mount table
 
-def mount_points(pid: int | str = "self") -> list[bytes]:
-    """Mount points of ``pid``'s namespace, unescaped, as raw bytes."""
-    return sorted(os.fsencode(entry.mount_point)
-                  for entry in mounts.mount_table(f"/proc/{pid}/mountinfo"))
+def mount_points(pid: int | str = "self", under: str = "/", sources: Iterable[str] = ()) -> list[bytes]:
+    """Mount points of ``pid``'s namespace, unescaped, as raw bytes: those below
+    ``under``, and, wherever they are, those whose source ends with one of
+    ``sources`` (so that a mount of the agent's socket anywhere still shows,
+    while unrelated mounts elsewhere on a busy machine do not)."""
+    prefix = under.rstrip("/") + "/"
+    found = []
+    for entry in mounts.mount_table(f"/proc/{pid}/mountinfo"):
+        root = entry.root.removesuffix("//deleted")
+        if entry.mount_point.startswith(prefix) or any(root.endswith(s) for s in sources):
+            found.append(os.fsencode(entry.mount_point))
+    return sorted(found)
 
 
 def difference(after: Iterable[bytes], before: Iterable[bytes]) -> list[bytes]:
@@ -262,9 +270,16 @@ class Fuzz:
         assert self.driver.process is not None
         return self.driver.process.pid
 
+    def mounts(self) -> list[bytes]:
+        """The driver's namespace's mounts this harness watches: below its own
+        root, or of the agent's sockets and directory anywhere."""
+        sources = [os.path.join(*path.split("/")[-3:]) for path in
+                   (self.layout.dsd_path, self.layout.apm_path, os.path.dirname(self.layout.dsd_path))]
+        return mount_points(self.pid, self.layout.root, sources)
+
     def settle(self) -> None:
         """Take the baselines the checks compare against."""
-        self._baseline_mounts = mount_points(self.pid)
+        self._baseline_mounts = self.mounts()
         self._baseline_outside = tree(self.layout.root, self._outside_skip, mtimes=True)
         self._baseline_pods = tree(self.layout.pods_dir)
 
@@ -308,7 +323,7 @@ class Fuzz:
         code, details = self.send("/csi.v1.Identity/Probe", b"", "Probe", count=False)
         assert code == grpc.StatusCode.OK, details
 
-        mounts = mount_points(self.pid)
+        mounts = self.mounts()
         added = difference(mounts, self._baseline_mounts)
         removed = difference(self._baseline_mounts, mounts)
         assert not removed, f"mounts the driver did not make were removed: {removed}"
@@ -321,7 +336,7 @@ class Fuzz:
 
         for mount_point in sorted(added, key=len, reverse=True):
             self._unpublish(mount_point)
-        assert mount_points(self.pid) == self._baseline_mounts
+        assert self.mounts() == self._baseline_mounts
 
         pods = tree(self.layout.pods_dir)
         leftovers = {path: change for path, change in _tree_diff(self._baseline_pods, pods).items()
@@ -337,7 +352,7 @@ class Fuzz:
         code, details = self.send("/csi.v1.Node/NodeUnpublishVolume",
                                   request.SerializeToString(), request, count=False)
         assert code == grpc.StatusCode.OK, f"cannot unpublish {path}: {code.name} {details}"
-        assert mount_point not in difference(mount_points(self.pid), self._baseline_mounts), (
+        assert mount_point not in difference(self.mounts(), self._baseline_mounts), (
             f"unpublish of {path} answered OK but the mount is still there")
 
     def summary(self, name: str) -> str:

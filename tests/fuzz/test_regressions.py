@@ -10,7 +10,6 @@ import grpc
 
 from csi_driver.csi.v1 import csi_pb2
 from csi_driver.sandbox import kubelet
-from fuzz import harness
 
 
 def test_invalid_utf8_is_invalid_argument(fuzz):
@@ -76,7 +75,7 @@ def test_never_mounts_over_a_target_with_contents(fuzz):
     """An existing target of the right kind but not empty (the kubelet's
     vol_data.json, a directory with files) would be hidden by the mount."""
     layout = fuzz.layout
-    before = harness.mount_points(fuzz.pid)
+    before = fuzz.mounts()
     for target, volume_type in (
         (layout.target("good", "odd", "full-dir"), "DSDSocketDirectory"),
         (layout.target("good", "odd", "full-file"), "DSDSocket"),
@@ -85,5 +84,5 @@ def test_never_mounts_over_a_target_with_contents(fuzz):
         code, details = fuzz.call(PUBLISH, _publish(target, volume_type), count=False)
         assert code == grpc.StatusCode.FAILED_PRECONDITION, (target, code, details)
         assert "not an empty" in details, details
-    assert harness.mount_points(fuzz.pid) == before
+    assert fuzz.mounts() == before
     fuzz.check()

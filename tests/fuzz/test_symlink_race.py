@@ -94,14 +94,14 @@ def test_publish_while_a_parent_turns_into_a_symlink(fuzz, level, how):
         "pod": (os.path.join(layout.pods_dir, pod), os.path.join(layout.outside, "pod")),
     }[level]
     fuzz.settle()
-    baseline_mounts = harness.mount_points(fuzz.pid)
+    baseline_mounts = fuzz.mounts()
     baseline_outside = harness.tree(layout.outside, mtimes=True)
     pods_prefix = os.fsencode(layout.pods_dir) + b"/"
     publish_codes: collections.Counter = collections.Counter()
     unpublish_codes: collections.Counter = collections.Counter()
 
     def check_nothing_escaped() -> list[bytes]:
-        added = harness.difference(harness.mount_points(fuzz.pid), baseline_mounts)
+        added = harness.difference(fuzz.mounts(), baseline_mounts)
         escaped = [m for m in added if not m.startswith(pods_prefix)]
         assert not escaped, f"mounted outside the pods directory: {escaped}"
         assert harness.tree(layout.outside, mtimes=True) == baseline_outside, \
@@ -181,7 +181,7 @@ def test_publish_while_the_target_itself_is_swapped(fuzz):
     os.makedirs(volume_dir, 0o750)
     target = os.path.join(volume_dir, "mount")
     fuzz.settle()
-    baseline_mounts = harness.mount_points(fuzz.pid)
+    baseline_mounts = fuzz.mounts()
     baseline_outside = harness.tree(layout.outside, mtimes=True)
     pods_prefix = os.fsencode(layout.pods_dir) + b"/"
     publish_codes: collections.Counter = collections.Counter()
@@ -194,7 +194,7 @@ def test_publish_while_the_target_itself_is_swapped(fuzz):
             code, _ = fuzz.call(PUBLISH, _request(target, attempt))
             publish_codes[code.name] += 1
             for _ in range(10_000):
-                added = harness.difference(harness.mount_points(fuzz.pid), baseline_mounts)
+                added = harness.difference(fuzz.mounts(), baseline_mounts)
                 assert all(m.startswith(pods_prefix) for m in added), added
                 assert harness.tree(layout.outside, mtimes=True) == baseline_outside
                 if not added:
