@@ -66,6 +66,9 @@ SCENARIOS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         (),
     ),
     "builtin-registrar": ({"registrar": {"mode": "builtin"}}, ()),
+    "kubelet-root-dir": ({"kubeletRootDir": "/var/snap/microk8s/common/var/lib/kubelet"}, ()),
+    "kubelet-root-dir-builtin": (
+        {"kubeletRootDir": "/var/lib/k0s/kubelet", "registrar": {"mode": "builtin"}}, ()),
     "pull-secrets": (PULL_SECRETS, ()),
     "image-pull-secrets-only": ({"image": {"pullSecrets": [{"name": "image-registry"}]}}, ()),
     "allow-list": (ALLOW_LIST, ()),

@@ -131,6 +131,24 @@ def test_builtin_registration_replaces_the_sidecar() -> None:
     assert "--kubelet-registration-path" not in args_by_flag(driver(daemonset()))
 
 
+@pytest.mark.parametrize("scenario", ["kubelet-root-dir", "kubelet-root-dir-builtin"])
+def test_every_kubelet_path_follows_the_kubelet_root_dir(scenario: str) -> None:
+    root = SCENARIOS[scenario][0]["kubeletRootDir"]
+    ds = scenario_daemonset(scenario)
+    assert args_by_flag(driver(ds))["--kubelet-root-dir"] == root
+    kubelet_volumes = {name: v["hostPath"]["path"] for name, v in volumes_by_name(ds).items()
+                       if name in ("plugin-dir", "registration-dir", "mountpoint-dir", "storage-dir")}
+    assert kubelet_volumes and all(path.startswith(root + "/") for path in kubelet_volumes.values())
+    assert mounts_by_name(driver(ds))["mountpoint-dir"]["mountPath"] == f"{root}/pods"
+    containers = {c["name"]: c for c in ds["spec"]["template"]["spec"]["containers"]}
+    registration = (args_by_flag(driver(ds)) if "builtin" in scenario
+                    else args_by_flag(containers["csi-node-driver-registrar"]))
+    assert registration["--kubelet-registration-path"] == f"{root}/plugins/datadog.csi/driver/csi.sock"
+    for c in containers.values():
+        for mount in c.get("volumeMounts", []):
+            assert not mount["mountPath"].startswith("/var/lib/kubelet"), (c["name"], mount)
+
+
 def test_pod_volume_directory_uses_bidirectional_propagation() -> None:
     ds = daemonset()
     mount = mounts_by_name(driver(ds))["mountpoint-dir"]

@@ -29,7 +29,8 @@ def test_driver_accepts_rendered_configuration(scenario: str) -> None:
     assert loaded.driver_name == "k8s.csi.datadoghq.com"
     assert loaded.csi_endpoint == "unix:///csi/csi.sock"
     assert loaded.metrics_port == 5000
-    assert loaded.kubelet_root_dir == "/var/lib/kubelet"
+    values = SCENARIOS[scenario][0]
+    assert loaded.kubelet_root_dir == values.get("kubeletRootDir", "/var/lib/kubelet")
 
 
 def test_driver_reads_apm_settings_from_the_environment() -> None:

@@ -36,6 +36,10 @@ REFUSED = {
     "socket directly under /": ({"sockets": {"dsdHostSocketPath": "/dsd.socket"}}, "/sockets/dsdHostSocketPath"),
     "socket path with ..": ({"sockets": {"dsdHostSocketPath": "/var/../dsd/s"}}, "/sockets/dsdHostSocketPath"),
     "name override not a DNS label": ({"nameOverride": "Datadog_CSI"}, "/nameOverride"),
+    "relative kubelet root": ({"kubeletRootDir": "var/lib/kubelet"}, "/kubeletRootDir"),
+    "kubelet root with ..": ({"kubeletRootDir": "/var/lib/../kubelet"}, "/kubeletRootDir"),
+    "kubelet root with a trailing /": ({"kubeletRootDir": "/var/lib/kubelet/"}, "/kubeletRootDir"),
+    "kubelet root /": ({"kubeletRootDir": "/"}, "/kubeletRootDir"),
 }
 
 

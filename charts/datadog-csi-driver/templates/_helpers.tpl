@@ -4,9 +4,9 @@ They are not values: the kubelet, the registrar and the admission controller
 all expect exactly these.
 */}}
 {{- define "datadog-csi-driver.driverName" -}}k8s.csi.datadoghq.com{{- end -}}
-{{- define "datadog-csi-driver.kubeletRootDir" -}}/var/lib/kubelet{{- end -}}
-{{- define "datadog-csi-driver.pluginDir" -}}/var/lib/kubelet/plugins/datadog.csi/driver{{- end -}}
-{{- define "datadog-csi-driver.storageHostDir" -}}/var/lib/kubelet/plugins/datadog.csi/storage{{- end -}}
+{{- define "datadog-csi-driver.kubeletRootDir" -}}{{ .Values.kubeletRootDir | default "/var/lib/kubelet" }}{{- end -}}
+{{- define "datadog-csi-driver.pluginDir" -}}{{ include "datadog-csi-driver.kubeletRootDir" . }}/plugins/datadog.csi/driver{{- end -}}
+{{- define "datadog-csi-driver.storageHostDir" -}}{{ include "datadog-csi-driver.kubeletRootDir" . }}/plugins/datadog.csi/storage{{- end -}}
 {{- define "datadog-csi-driver.storagePath" -}}/var/lib/datadog-csi-driver{{- end -}}
 {{- define "datadog-csi-driver.metricsPort" -}}5000{{- end -}}
 
