@@ -4,6 +4,10 @@
 #
 #   scripts/build-kubernetes.sh            # binaries in .tools/kubernetes/<version>/
 #
+# kube-apiserver and kubelet run in every end-to-end cluster; kube-scheduler and
+# kube-controller-manager only in one started with --with-controllers (what a
+# DaemonSet needs). One go build makes all four: they share most packages.
+#
 # Cached by version: a second run with the binaries present does nothing.
 # A cold build takes 12-30 minutes on 2 CPUs and about 4 GB of Go build cache.
 #
@@ -14,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 K8S_VERSION="${K8S_VERSION:-v1.35.4}"
-COMPONENTS=(kube-apiserver kubelet)
+COMPONENTS=(kube-apiserver kubelet kube-scheduler kube-controller-manager)
 OUT="$PWD/.tools/kubernetes/$K8S_VERSION"
 
 have_all() {

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # A single-node Kubernetes for the end-to-end tests, from real components:
-# etcd, kube-apiserver, a private containerd, the kubelet. No scheduler and no
-# controller-manager: tests set spec.nodeName and create the ServiceAccounts
-# they need.
+# etcd, kube-apiserver, a private containerd, the kubelet. By default no
+# scheduler and no controller-manager: tests set spec.nodeName and create the
+# ServiceAccounts they need. With --with-controllers (or E2E_WITH_CONTROLLERS=1)
+# kube-scheduler and kube-controller-manager run too, so that DaemonSets,
+# garbage collection and namespace deletion work as on any cluster (what a
+# `helm install` of the chart needs).
 #
-#   scripts/e2e-cluster.sh up DIR     start everything under DIR, write DIR/env
+#   scripts/e2e-cluster.sh up DIR [--with-controllers]   start everything under DIR, write DIR/env
 #   scripts/e2e-cluster.sh down DIR   stop and remove what `up DIR` started
 #   scripts/e2e-cluster.sh restart-kubelet DIR   restart the kubelet under running pods
 #
@@ -44,11 +47,15 @@ CNI_BIN_DIR="/usr/lib/cni"
 # Host paths the kubelet or the CNI library create whatever their configuration.
 HOST_PATHS=(/var/lib/kubelet /var/lib/kubelet/device-plugins /var/lib/kubelet/device-plugins/kubelet.sock
     /var/log/containers /var/log/pods /var/lib/cni /run/containerd /run/containerd/s)
-# Sysctls the kubelet's container manager sets (pkg/kubelet/cm setupKernelTunables).
+# Sysctls the kubelet's container manager sets (pkg/kubelet/cm setupKernelTunables),
+# and the one the bridge plugin sets when the bridge is the pods' gateway.
 KUBELET_SYSCTLS=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops
-    kernel/keys/root_maxkeys kernel/keys/root_maxbytes)
-# Started in this order, stopped in the reverse one.
-DAEMONS=(etcd kube-apiserver containerd kubelet)
+    kernel/keys/root_maxkeys kernel/keys/root_maxbytes net/ipv4/ip_forward)
+# Started in this order; `down` stops the controllers first, then the others in
+# the reverse order.
+DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet)
+CONTROLLERS=(kube-controller-manager kube-scheduler)
+WITH_CONTROLLERS="${E2E_WITH_CONTROLLERS:-0}"
 CURRENT_STEP="start"
 
 log() { echo "e2e-cluster: $*" >&2; }
@@ -185,15 +192,21 @@ check_tools() {
     done
 }
 
-# build_kubernetes: kube-apiserver and kubelet (cached: returns at once when built).
+# build_kubernetes: the Kubernetes binaries (cached: returns at once when built).
 build_kubernetes() {
-    if [[ ! -x "$K8S_BIN/kube-apiserver" || ! -x "$K8S_BIN/kubelet" ]]; then
-        log "kube-apiserver and kubelet $K8S_VERSION not built yet: building them (12-30 minutes on 2 CPUs)"
-    fi
+    local binary needed=(kube-apiserver kubelet)
+    if ((WITH_CONTROLLERS)); then needed+=("${CONTROLLERS[@]}"); fi
+    for binary in "${needed[@]}"; do
+        if [[ ! -x "$K8S_BIN/$binary" ]]; then
+            log "the Kubernetes $K8S_VERSION binaries are not built yet: building them (12-30 minutes on 2 CPUs)"
+            break
+        fi
+    done
     K8S_VERSION="$K8S_VERSION" "$ROOT/scripts/build-kubernetes.sh" >>"$LOGS/build-kubernetes.log" 2>&1 ||
         die "scripts/build-kubernetes.sh failed; see $LOGS/build-kubernetes.log"
-    [[ -x "$K8S_BIN/kube-apiserver" && -x "$K8S_BIN/kubelet" ]] ||
-        die "missing $K8S_BIN/kube-apiserver or kubelet after scripts/build-kubernetes.sh"
+    for binary in "${needed[@]}"; do
+        [[ -x "$K8S_BIN/$binary" ]] || die "missing $K8S_BIN/$binary after scripts/build-kubernetes.sh"
+    done
 }
 
 # check_kernel: cgroups, bridges and network namespaces; choose the snapshotter.
@@ -329,12 +342,24 @@ make_pki() {
     openssl ec -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
     write_kubeconfig "$PKI/admin.kubeconfig" admin
     write_kubeconfig "$PKI/kubelet.kubeconfig" kubelet
+    if ((WITH_CONTROLLERS)); then
+        # The users the API server's bootstrap RBAC policy grants their roles to.
+        local name
+        for name in "${CONTROLLERS[@]}"; do
+            sign_cert "$name" "/CN=system:$name" "$(client_ext)"
+            # A serving certificate from the cluster CA, so that its /healthz
+            # can be polled with the same CA as the API server's.
+            sign_cert "$name-serving" "/CN=$name" "$(server_ext "IP:127.0.0.1,DNS:localhost")"
+            write_kubeconfig "$PKI/$name.kubeconfig" "$name"
+        done
+    fi
 }
 
 # ---------------------------------------------------------------- etcd, API server
 
 pick_ports() {
-    read -r ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT < <(kapi free-ports 5)
+    read -r ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KUBELET_PORT KUBELET_HEALTHZ_PORT KCM_PORT SCHEDULER_PORT \
+        < <(kapi free-ports 7)
     APISERVER="https://127.0.0.1:$APISERVER_PORT"
     ETCD_URL="http://127.0.0.1:$ETCD_PORT"
 }
@@ -370,6 +395,46 @@ start_apiserver() {
         --profiling=false
     # shellcheck disable=SC2046  # admin_tls is a list of arguments
     wait_for kube-apiserver 90 kapi http-ok "$APISERVER/readyz" $(admin_tls)
+}
+
+# ---------------------------------------------------------------- controllers
+
+# One instance each: no leader election, so that neither waits for a lease.
+start_controller_manager() {
+    start_daemon kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+        --kubeconfig "$PKI/kube-controller-manager.kubeconfig" \
+        --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
+        --tls-cert-file "$PKI/kube-controller-manager-serving.crt" \
+        --tls-private-key-file "$PKI/kube-controller-manager-serving.key" \
+        --leader-elect=false \
+        --service-account-private-key-file "$PKI/sa.key" \
+        --root-ca-file "$PKI/ca.crt" \
+        --use-service-account-credentials \
+        --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+        --allocate-node-cidrs=false \
+        --cluster-cidr "$POD_CIDR" \
+        --service-cluster-ip-range "$SERVICE_CIDR" \
+        --profiling=false \
+        --v 2
+}
+
+start_scheduler() {
+    start_daemon kube-scheduler "$K8S_BIN/kube-scheduler" \
+        --kubeconfig "$PKI/kube-scheduler.kubeconfig" \
+        --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" \
+        --tls-cert-file "$PKI/kube-scheduler-serving.crt" \
+        --tls-private-key-file "$PKI/kube-scheduler-serving.key" \
+        --leader-elect=false \
+        --profiling=false \
+        --v 2
+}
+
+# start_controllers: both at once (each takes a second or two to serve).
+start_controllers() {
+    start_controller_manager
+    start_scheduler
+    wait_for kube-controller-manager 60 kapi http-ok "https://127.0.0.1:$KCM_PORT/healthz" --ca "$PKI/ca.crt"
+    wait_for kube-scheduler 60 kapi http-ok "https://127.0.0.1:$SCHEDULER_PORT/healthz" --ca "$PKI/ca.crt"
 }
 
 # ---------------------------------------------------------------- containerd
@@ -438,9 +503,14 @@ disabled_plugins = [
 EOF
 }
 
-# write_cni_config: one bridge without gateway nor masquerade: pods get an
-# address (the kubelet needs one), the host gets no route to them.
+# write_cni_config: one bridge without masquerade: pods get an address (the
+# kubelet needs one). Without controllers the bridge is no gateway either, so
+# the host has no route to the pods. With them it is (198.51.100.1): the
+# kubelet's HTTP probes of a DaemonSet's pods reach the pod IP from the host,
+# as on any node.
 write_cni_config() {
+    local gateway=false
+    if ((WITH_CONTROLLERS)); then gateway=true; fi
     mkdir -p "$CNI_CONF_DIR" "$D/cni/ipam"
     cat >"$CNI_CONF_DIR/10-e2e.conflist" <<EOF
 {
@@ -450,7 +520,7 @@ write_cni_config() {
     {
       "type": "bridge",
       "bridge": "$BRIDGE",
-      "isGateway": false,
+      "isGateway": $gateway,
       "ipMasq": false,
       "hairpinMode": false,
       "ipam": {
@@ -628,6 +698,7 @@ ETCD_URL=$ETCD_URL
 PAUSE_IMAGE=$PAUSE_IMAGE
 APP_IMAGE=$APP_IMAGE
 LOG_DIR=$LOGS
+WITH_CONTROLLERS=$WITH_CONTROLLERS
 EOF
     mv "$D/env.tmp" "$D/env"
 }
@@ -651,12 +722,15 @@ up() {
     step "record host state" record_host_state
     step "install missing Debian packages" install_packages
     step "check binaries" check_tools
-    step "build kube-apiserver and kubelet" build_kubernetes
+    step "build Kubernetes binaries" build_kubernetes
     step "check kernel features" check_kernel
     pick_ports
     step "certificates and kubeconfigs" make_pki
     step "etcd on 127.0.0.1:$ETCD_PORT" start_etcd
     step "kube-apiserver on 127.0.0.1:$APISERVER_PORT" start_apiserver
+    if ((WITH_CONTROLLERS)); then
+        step "kube-controller-manager, kube-scheduler" start_controllers
+    fi
     step "images built" build_images
     step "containerd ($SNAPSHOTTER)" start_containerd
     step "images imported" import_images
@@ -739,6 +813,10 @@ enter_recorded_namespace() {
 # failed; non-zero when any did.
 down_in_namespace() {
     local failed=0
+    # First, so that they do not react to the rest going away.
+    if [[ -f "$RECORDS/kube-controller-manager.pid" || -f "$RECORDS/kube-scheduler.pid" ]]; then
+        cleanup "kube-controller-manager, kube-scheduler stopped" stop_daemons "${CONTROLLERS[@]}" || failed=1
+    fi
     cleanup "kubelet stopped" stop_daemon kubelet || failed=1
     cleanup "pods stopped" stop_containers || failed=1
     cleanup "containerd, kube-apiserver, etcd stopped" stop_daemons containerd kube-apiserver etcd || failed=1
@@ -952,16 +1030,27 @@ clean_shared_path() {
 # ---------------------------------------------------------------- main
 
 usage() {
-    echo "usage: $SELF up DIR | down DIR | restart-kubelet DIR" >&2
+    echo "usage: $SELF up DIR [--with-controllers] | down DIR | restart-kubelet DIR" >&2
     exit 2
 }
 
 main() {
-    (($# == 2)) || usage
-    case "$1" in
-        up) up "$2" ;;
-        down) down "$2" ;;
-        restart-kubelet) restart_kubelet "$2" ;;
+    local command="${1:-}" dir=""
+    (($#)) && shift
+    while (($#)); do
+        case "$1" in
+            --with-controllers) [[ "$command" == up ]] || usage; WITH_CONTROLLERS=1 ;;
+            -*) usage ;;
+            *) [[ -z "$dir" ]] || usage; dir="$1" ;;
+        esac
+        shift
+    done
+    [[ -n "$dir" ]] || usage
+    [[ "$WITH_CONTROLLERS" == [01] ]] || die "E2E_WITH_CONTROLLERS must be 0 or 1, not '$WITH_CONTROLLERS'"
+    case "$command" in
+        up) up "$dir" ;;
+        down) down "$dir" ;;
+        restart-kubelet) restart_kubelet "$dir" ;;
         *) usage ;;
     esac
 }

@@ -7,8 +7,9 @@
 #
 # Creates .venv with the package and its test extras. Only for the suites
 # chosen, it installs the pinned external tools into .tools/bin (helm for
-# tests/chart, csi-sanity for tests/conformance, kube-apiserver and kubelet for
-# tests/e2e) and starts a Docker engine when none runs (tests/image); a Docker
+# tests/chart, csi-sanity for tests/conformance, the Kubernetes binaries for
+# tests/e2e, all three and the image for tests/e2e_helm) and starts a Docker
+# engine when none runs (tests/image, tests/e2e_helm); a Docker
 # engine it started is stopped at the end unless KEEP_DOCKER_ENGINE=1. Every
 # suite but tests/unit mounts for real: it runs as root inside a private mount
 # namespace, so every mount a test makes vanishes with it. Each setup step
@@ -79,12 +80,14 @@ if $only_unit; then
     exit 0
 fi
 mkdir -p .tools
-if wants chart; then phase "helm" scripts/install-helm.sh; fi
+if wants chart || wants e2e_helm; then phase "helm" scripts/install-helm.sh; fi
 if wants conformance; then phase "csi-sanity" scripts/install-csi-sanity.sh >/dev/null; fi
-# The end-to-end suite's kube-apiserver and kubelet (tests/e2e starts its own
-# cluster with scripts/e2e-cluster.sh, which installs the Debian packages it needs).
-if wants e2e; then phase "kube-apiserver and kubelet" scripts/build-kubernetes.sh; fi
-if wants image; then
+# The end-to-end suites' Kubernetes binaries (tests/e2e and tests/e2e_helm start
+# their own clusters with scripts/e2e-cluster.sh, which installs the Debian
+# packages it needs).
+if wants e2e || wants e2e_helm; then phase "Kubernetes binaries" scripts/build-kubernetes.sh; fi
+# tests/e2e_helm builds the driver's image (scripts/e2e-driver-image.sh).
+if wants image || wants e2e_helm; then
     # Started here, in the machine's mount namespace, rather than from inside
     # the suite's private one.
     export DOCKERD_STARTED_FILE="$dockerd_started"

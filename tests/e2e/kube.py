@@ -65,21 +65,28 @@ class Cluster:
     kubelet_root: str
     core: client.CoreV1Api = field(init=False)
     storage: client.StorageV1Api = field(init=False)
+    apps: client.AppsV1Api = field(init=False)
 
     def __post_init__(self) -> None:
         api = config.new_client_from_config(config_file=self.kubeconfig)
         self.core = client.CoreV1Api(api)
         self.storage = client.StorageV1Api(api)
+        self.apps = client.AppsV1Api(api)
 
     # ------------------------------------------------------------ namespaces
 
     def namespace(self, level: str, prefix: str = "e2e") -> str:
         """A new namespace enforcing the Pod Security ``level``, with its default
-        ServiceAccount (no controller-manager here makes it)."""
+        ServiceAccount: made here when no controller-manager runs, and by the
+        controller-manager (which may get there first) when one does."""
         name = f"{prefix}-{level}-{uuid.uuid4().hex[:6]}"
         labels = {f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "warn")}
         self.core.create_namespace({"metadata": {"name": name, "labels": labels}})
-        self.core.create_namespaced_service_account(name, {"metadata": {"name": "default"}})
+        try:
+            self.core.create_namespaced_service_account(name, {"metadata": {"name": "default"}})
+        except ApiException as err:
+            if err.status != 409:
+                raise
         return name
 
     def delete_namespace(self, name: str) -> None:
