@@ -30,7 +30,7 @@ if [ "${REBUILD_BASE_IMAGE:-0}" != 1 ] && docker image inspect "$TAG" >/dev/null
     exit 0
 fi
 
-log "building ${TAG} with debootstrap (first run: about 5 minutes; reused afterwards)"
+log "building ${TAG} with debootstrap (first run: 2-5 minutes; reused afterwards)"
 if [ "$(id -u)" != 0 ]; then
     log "ERROR: debootstrap needs root"
     exit 1

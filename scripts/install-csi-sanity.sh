@@ -36,7 +36,7 @@ if [[ -x "${bin}" && "${CSI_SANITY_FORCE:-0}" != "1" ]]; then
 fi
 
 mkdir -p "${bin_dir}"
-echo "install-csi-sanity: building ${MODULE}/cmd/csi-sanity@${CSI_SANITY_VERSION} with $(go env GOVERSION) (first run: about 2 minutes)" >&2
+echo "install-csi-sanity: building ${MODULE}/cmd/csi-sanity@${CSI_SANITY_VERSION} with $(go env GOVERSION) (first run: 1-2 minutes)" >&2
 # Build outside the repo so no go.mod/go.work of ours can interfere, and with
 # GOFLAGS cleared so a caller's -mod=vendor or similar can't either. Only the Go
 # module proxy is needed: sources come from the proxy, not from GitHub.

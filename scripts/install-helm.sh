@@ -38,7 +38,7 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 mkdir -p "${bin_dir}"
-echo "install-helm: building helm ${HELM_VERSION} into ${bin_dir} with go install (first run: about 10 minutes on 2 CPUs)" >&2
+echo "install-helm: building helm ${HELM_VERSION} into ${bin_dir} with go install (first run: 3-10 minutes on 2 CPUs)" >&2
 # Version stamps are set through ldflags the way Helm's Makefile sets them;
 # without them `helm version` reports a development placeholder (so the
 # check above could never match) and the default Kubernetes version is 1.20.
