@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from csi_driver.config import Config
 from csi_driver.errors import RequestError, precondition
 from csi_driver.mounts import Identity, identity
+from csi_driver.targets import Blocked, descend
 from csi_driver.volumes import Kind, VolumeSource
 
 log = logging.getLogger(__name__)
@@ -175,29 +176,19 @@ class AgentSources:
 
 def _walk(directory: _Directory, shown: str, what: str) -> int:
     """An O_PATH fd of the resolved directory, reached without following symlinks."""
-    fd = os.open("/", _DIR_FLAGS & ~os.O_NOFOLLOW)
-    walked = ""
     try:
-        for name in filter(None, directory.resolved.split("/")):
-            walked = f"{walked}/{name}"
-            try:
-                next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                raise _missing(what, shown) from None
-            except OSError as err:
-                if err.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise precondition(
-                        f"{walked} is not a directory or has become a symlink since start-up, "
-                        f"when {directory.configured} resolved to {directory.resolved}; refusing "
-                        f"to mount the agent's {what} through it (restart the driver if the "
-                        "node's layout changed on purpose)") from None
-                raise precondition(f"cannot open {walked}: {os.strerror(err.errno or 0)}") from None
-            os.close(fd)
-            fd = next_fd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+        return descend(os.open("/", _DIR_FLAGS & ~os.O_NOFOLLOW),
+                       filter(None, directory.resolved.split("/")), "")
+    except Blocked as stop:
+        if stop.errno == errno.ENOENT:
+            raise _missing(what, shown) from None
+        if stop.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise precondition(
+                f"{stop.path} is not a directory or has become a symlink since start-up, "
+                f"when {directory.configured} resolved to {directory.resolved}; refusing "
+                f"to mount the agent's {what} through it (restart the driver if the "
+                "node's layout changed on purpose)") from None
+        raise precondition(f"cannot open {stop.path}: {os.strerror(stop.errno)}") from None
 
 
 def _missing(what: str, path: str) -> RequestError:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -103,21 +104,43 @@ def open_parent(target: Target) -> int:
             f"kubelet pods directory {target.pods_dir} does not exist (check --kubelet-root-dir "
             "and that the directory is mounted into the driver container)"
         ) from None
-    walked = target.pods_dir
     try:
-        for name in target.components[:-1]:
+        return descend(fd, target.components[:-1], target.pods_dir)
+    except Blocked as stop:
+        if stop.errno == errno.ENOENT:
+            raise ParentMissing(
+                f"{stop.path} does not exist; the kubelet creates the parent of the target path "
+                "before publishing, so the pod may already be gone"
+            ) from None
+        if stop.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise invalid(f"{stop.path} is a symlink; symlinks are refused anywhere in the target "
+                          "path" if stop.symlink else f"{stop.path} is not a directory") from None
+        raise OSError(stop.errno, os.strerror(stop.errno), stop.path) from None
+
+
+class Blocked(Exception):
+    """A walk (``descend``) could not open ``path`` as a directory without following a symlink."""
+
+    def __init__(self, err: OSError, path: str, symlink: bool) -> None:
+        super().__init__(path, err.strerror)
+        self.errno = err.errno or 0
+        self.path = path
+        self.symlink = symlink  # it is a symlink (ELOOP or ENOTDIR then)
+
+
+def descend(fd: int, names: Iterable[str], base: str) -> int:
+    """From the directory behind ``fd`` (taken over: closed, or replaced by the
+    result), open each of ``names`` in turn with ``O_NOFOLLOW``; return the fd
+    of the last. ``base`` is ``fd``'s path, for ``Blocked.path``. The target's
+    side and the agent's side of a mount are both reached this way."""
+    walked = base
+    try:
+        for name in names:
             walked = f"{walked}/{name}"
             try:
                 next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                raise ParentMissing(
-                    f"{walked} does not exist; the kubelet creates the parent of the target path "
-                    "before publishing, so the pod may already be gone"
-                ) from None
             except OSError as err:
-                if err.errno in (errno.ENOTDIR, errno.ELOOP):
-                    raise invalid(_not_a_directory(fd, name, walked)) from None
-                raise
+                raise Blocked(err, walked, _is_symlink(fd, name)) from None
             os.close(fd)
             fd = next_fd
         return fd
@@ -126,13 +149,11 @@ def open_parent(target: Target) -> int:
         raise
 
 
-def _not_a_directory(dir_fd: int, name: str, path: str) -> str:
+def _is_symlink(dir_fd: int, name: str) -> bool:
     try:
-        if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
-            return f"{path} is a symlink; symlinks are refused anywhere in the target path"
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
     except OSError:
-        pass
-    return f"{path} is not a directory"
+        return False
 
 
 def lstat_leaf(parent_fd: int, leaf: str) -> os.stat_result | None:
