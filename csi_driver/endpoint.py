@@ -1,4 +1,4 @@
-"""Claiming a Unix socket path to serve on.
+"""Claiming a Unix socket path to serve on, and listening there.
 
 A socket file left by a crashed driver is removed, but if another process
 still answers on it, start-up is refused instead of stealing the endpoint from
@@ -12,6 +12,8 @@ import logging
 import os
 import socket
 import stat
+
+import grpc
 
 log = logging.getLogger("csi_driver.server")
 
@@ -45,3 +47,13 @@ def claim_endpoint(path: str) -> None:
         f"another process is serving on {path}; stop it first (two drivers on one endpoint "
         "would race for the kubelet's calls)"
     )
+
+
+def listen_unix(server: grpc.Server, path: str) -> None:
+    """Have ``server`` listen on the Unix socket ``path``, readable and writable
+    by its owner and group only (the umask applies when the socket is bound)."""
+    old_umask = os.umask(0o117)
+    try:
+        server.add_insecure_port(f"unix://{path}")
+    finally:
+        os.umask(old_umask)

@@ -20,7 +20,7 @@ from concurrent import futures
 import grpc
 
 from csi_driver.config import Config
-from csi_driver.endpoint import claim_endpoint
+from csi_driver.endpoint import claim_endpoint, listen_unix
 from csi_driver.pluginregistration.v1 import pluginregistration_pb2 as api
 from csi_driver.pluginregistration.v1 import pluginregistration_pb2_grpc as api_grpc
 
@@ -76,11 +76,7 @@ class RegistrationServer:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reg"),
                              options=[("grpc.so_reuseport", 0)])
         api_grpc.add_RegistrationServicer_to_server(self.service, server)
-        old_umask = os.umask(0o117)
-        try:
-            server.add_insecure_port(f"unix://{self.path}")
-        finally:
-            os.umask(old_umask)
+        listen_unix(server, self.path)
         server.start()
         self._server = server
         log.info("serving kubelet plugin registration", extra={"socket": self.path})

@@ -16,7 +16,7 @@ import grpc
 from csi_driver import mounts, recovery
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
-from csi_driver.endpoint import claim_endpoint
+from csi_driver.endpoint import claim_endpoint, listen_unix
 from csi_driver.identity import IdentityService
 from csi_driver.interceptors import InFlight, Outcomes, RejectUndecodable, register
 from csi_driver.metrics import HttpServer, Metrics
@@ -107,11 +107,7 @@ class Driver:
                  IdentityService(self.config), layers)
         register(server, csi_pb2_grpc.add_NodeServicer_to_server,
                  NodeService(self.config, self.publisher), layers)
-        old_umask = os.umask(0o117)  # socket readable/writable by owner and group only
-        try:
-            server.add_insecure_port(f"unix://{self.socket_path}")
-        finally:
-            os.umask(old_umask)
+        listen_unix(server, self.socket_path)
         server.start()
         self._grpc = server
         self._serving = True
