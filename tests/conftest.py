@@ -89,3 +89,15 @@ def driver(tmp_path: Path, kubelet_root: str, agent):
                             dsd_path=agent.dsd_path, apm_path=agent.apm_path).start()
     yield process
     process.stop()
+
+
+@pytest.fixture
+def metered_driver(tmp_path: Path, kubelet_root: str, agent):
+    """The driver with its metrics and health server on a free port (``metrics_port``)."""
+    from support.driver import DriverProcess, free_port
+
+    process = DriverProcess(workdir=str(tmp_path), kubelet_root=kubelet_root,
+                            dsd_path=agent.dsd_path, apm_path=agent.apm_path,
+                            metrics_port=free_port()).start()
+    yield process
+    process.stop()

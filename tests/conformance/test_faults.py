@@ -7,13 +7,11 @@ import os
 import shutil
 import stat
 import threading
-import urllib.request
 import uuid
 from collections import Counter
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from conformance.conftest import report_line
 from conformance.kubelet import Kubelet, Pod, Volume, mixed_pods, mounts_by_target, targets_of
@@ -21,20 +19,11 @@ from csi_driver.csi.v1 import csi_pb2
 from support import kubelet as layout
 from support import pod as pod_process
 from support.agent import DemoAgent
-from support.driver import DriverProcess, free_port
+from support.driver import DriverProcess
 from support.snapshot import mount_table, tree
 
 STALE_GAUGE = "datadog_csi_driver_stale_socket_mounts"
 SOCKET_FILE_TYPES = {"DSDSocket", "APMSocket"}
-
-
-def _scrape(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                return sample.value
-    raise AssertionError(f"{name} not exposed:\n{text}")
 
 
 def _one_pod_per_type() -> list[Pod]:
@@ -57,15 +46,6 @@ def _send(kubelet_root: str, pod: Pod, agent: DemoAgent, payload: str) -> bool:
     if sent.returncode != 0:
         return False
     return DemoAgent.expect(agent.received(transport)) == payload.encode()
-
-
-@pytest.fixture
-def metrics_driver(tmp_path, kubelet_root, agent):
-    port = free_port()
-    process = DriverProcess(str(tmp_path), kubelet_root, agent.dsd_path, agent.apm_path,
-                            metrics_port=port).start()
-    yield process
-    process.stop()
 
 
 # --------------------------------------------------------------- driver killed
@@ -183,15 +163,15 @@ def _collect(errors: list, function, *args) -> None:
 # ------------------------------------------------------------ agent restarts
 
 def test_agent_restart_directory_volumes_keep_working_socket_files_go_stale(
-        request, metrics_driver, agent, kubelet_root):
-    driver = metrics_driver
+        request, metered_driver, agent, kubelet_root):
+    driver = metered_driver
     pods = _one_pod_per_type()
     kubelet = Kubelet(kubelet_root, driver.socket_path)
     kubelet.start_pods(pods)
     for pod in pods:
         assert _send(kubelet_root, pod, agent, f"before-{pod.name}")
         assert not _condition(driver, kubelet_root, pod).abnormal
-    assert _scrape(driver.metrics_port, STALE_GAUGE) == 0
+    assert driver.metric(STALE_GAUGE) == 0
 
     agent.restart()  # sockets deleted and created anew
 
@@ -207,7 +187,7 @@ def test_agent_restart_directory_volumes_keep_working_socket_files_go_stale(
         else:
             assert not condition.abnormal, condition.message
             assert _send(kubelet_root, pod, agent, f"after-{pod.name}"), volume_type
-    assert _scrape(driver.metrics_port, STALE_GAUGE) == len(SOCKET_FILE_TYPES)
+    assert driver.metric(STALE_GAUGE) == len(SOCKET_FILE_TYPES)
     report_line(request.config, f"agent restarted: {len(stale)} socket-file volumes stale "
                 f"({_condition(driver, kubelet_root, stale[0]).message!r}); directory volumes "
                 "still deliver")
@@ -218,13 +198,13 @@ def test_agent_restart_directory_volumes_keep_working_socket_files_go_stale(
     kubelet.start_pods(pods)
     assert kubelet.failures() == []
     kubelet.delete_pods(pods)
-    assert _scrape(driver.metrics_port, STALE_GAUGE) == 0
+    assert driver.metric(STALE_GAUGE) == 0
     assert os.listdir(os.path.join(kubelet_root, "pods")) == []
 
 
-def test_stale_socket_mounts_are_counted_across_a_driver_restart(metrics_driver, agent,
+def test_stale_socket_mounts_are_counted_across_a_driver_restart(metered_driver, agent,
                                                                  kubelet_root):
-    driver = metrics_driver
+    driver = metered_driver
     pods = _one_pod_per_type() + [
         Pod(str(uuid.uuid4()), "legacy-socket", (Volume("dd", {"mode": "socket", "path": agent.dsd_path}),)),
         Pod(str(uuid.uuid4()), "readonly-apm", (Volume("dd", {"type": "APMSocket"}, readonly=True),)),
@@ -235,9 +215,9 @@ def test_stale_socket_mounts_are_counted_across_a_driver_restart(metrics_driver,
 
     assert driver.terminate() == 0
     driver.start()  # a new process: it knows these volumes only from the mount table
-    assert _scrape(driver.metrics_port, STALE_GAUGE) == 0
+    assert driver.metric(STALE_GAUGE) == 0
     agent.restart()
-    assert _scrape(driver.metrics_port, STALE_GAUGE) == socket_files
+    assert driver.metric(STALE_GAUGE) == socket_files
     condition = _condition(driver, kubelet_root, pods[0])  # DSDSocket
     assert condition.abnormal and agent.dsd_path in condition.message
     assert agent.apm_path not in condition.message  # the adopted volume knows its socket
@@ -249,7 +229,7 @@ def test_stale_socket_mounts_are_counted_across_a_driver_restart(metrics_driver,
     assert mounts_by_target(os.path.join(kubelet_root, "pods")) == Counter(
         {t: 1 for t in targets_of(kubelet_root, pods)})
     kubelet.delete_pods(pods)
-    assert _scrape(driver.metrics_port, STALE_GAUGE) == 0
+    assert driver.metric(STALE_GAUGE) == 0
     assert os.listdir(os.path.join(kubelet_root, "pods")) == []
 
 

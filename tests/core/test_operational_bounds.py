@@ -28,15 +28,6 @@ def _threads(pid: int) -> int:
         return int(next(line for line in status if line.startswith("Threads:")).split()[1])
 
 
-@pytest.fixture
-def metered(tmp_path, kubelet_root, agent):
-    port = free_port()
-    process = DriverProcess(str(tmp_path), kubelet_root, agent.dsd_path, agent.apm_path,
-                            metrics_port=port).start()
-    yield process
-    process.stop()
-
-
 def _get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
     with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as reply:
         return reply.status, reply.read().decode()
@@ -44,7 +35,7 @@ def _get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
 
 # ------------------------------------------------------------ label values
 
-def test_unknown_volume_types_share_one_label_value(metered, kubelet_root):
+def test_unknown_volume_types_share_one_label_value(metered_driver, kubelet_root):
     """A pod author's raw ``type`` never becomes a label value: 300 distinct
     values must not make 300 series."""
     uid = str(uuid.uuid4())
@@ -52,11 +43,11 @@ def test_unknown_volume_types_share_one_label_value(metered, kubelet_root):
     for i in range(300):
         request = kubelet.publish_request(kubelet_root, uid, "dd", {"type": f"Bogus{i}-{'x' * 40}"})
         with pytest.raises(grpc.RpcError):
-            metered.node.NodePublishVolume(request)
+            metered_driver.node.NodePublishVolume(request)
     for attributes in ({}, {"mode": "nonsense", "path": "/x"}, {"type": "DSDSocket\u2028"}):
         with pytest.raises(grpc.RpcError):
-            metered.node.NodePublishVolume(kubelet.publish_request(kubelet_root, uid, "dd", attributes))
-    _, text = _get(metered.metrics_port, "/metrics")
+            metered_driver.node.NodePublishVolume(kubelet.publish_request(kubelet_root, uid, "dd", attributes))
+    _, text = _get(metered_driver.metrics_port, "/metrics")
     attempts = [line for line in text.splitlines()
                 if line.startswith("datadog_csi_driver_node_publish_volume_attempts{")]
     assert sorted(attempts) == sorted([
@@ -68,13 +59,13 @@ def test_unknown_volume_types_share_one_label_value(metered, kubelet_root):
 
 # ---------------------------------------------------------- HTTP endpoint
 
-def test_idle_connections_hold_no_threads_and_are_dropped(metered):
+def test_idle_connections_hold_no_threads_and_are_dropped(metered_driver):
     """Idle TCP connections cost neither a thread each nor forever."""
-    pid = metered.process.pid
+    pid = metered_driver.process.pid
     before = _threads(pid)
     idle = []
     for _ in range(200):
-        idle.append(socket.create_connection(("127.0.0.1", metered.metrics_port), timeout=5))
+        idle.append(socket.create_connection(("127.0.0.1", metered_driver.metrics_port), timeout=5))
     time.sleep(0.5)
     assert _threads(pid) <= before + 2, f"{_threads(pid)} threads with 200 idle connections"
     # The server drops a connection that sends nothing within its request timeout.
@@ -84,7 +75,7 @@ def test_idle_connections_hold_no_threads_and_are_dropped(metered):
     assert time.monotonic() - started < HttpServer.REQUEST_TIMEOUT + 5
     for conn in idle:
         conn.close()
-    assert _get(metered.metrics_port, "/healthz")[0] == 200
+    assert _get(metered_driver.metrics_port, "/healthz")[0] == 200
 
 
 def test_metrics_address_limits_where_it_listens(tmp_path, kubelet_root, agent):

@@ -5,14 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import urllib.request
 import uuid
-
-import pytest
 
 from csi_driver.csi.v1 import csi_pb2
 from support import kubelet
-from support.driver import DriverProcess, free_port
 
 
 def _stats(driver, uid: str) -> csi_pb2.VolumeCondition:
@@ -21,47 +17,41 @@ def _stats(driver, uid: str) -> csi_pb2.VolumeCondition:
         volume_path=kubelet.target_path(driver.kubelet_root, uid, "dd"))).volume_condition
 
 
-def _stale_gauge(port: int) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    line = next(row for row in text.splitlines()
-                if row.startswith("datadog_csi_driver_stale_socket_mounts "))
-    return float(line.split()[1])
+STALE_GAUGE = "datadog_csi_driver_stale_socket_mounts"
 
 
-@pytest.fixture
-def metered(tmp_path, kubelet_root, agent):
-    port = free_port()
-    process = DriverProcess(str(tmp_path), kubelet_root, agent.dsd_path, agent.apm_path,
-                            metrics_port=port).start()
-    yield process
-    process.stop()
+def _mount_elsewhere(tmp_path, target: str) -> None:
+    """A bind mount at ``target`` of a directory that is none of the agent's."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    subprocess.run(["mount", "--bind", str(elsewhere), target], check=True)
 
 
-def test_recreated_socket_directory_is_reported_stale(metered, agent, kubelet_root):
+def test_recreated_socket_directory_is_reported_stale(metered_driver, agent, kubelet_root):
     """Deleting and re-creating the agent's directory leaves directory volumes
     on the dead directory: pods get ENOENT, so stats and the gauge say so,
     also after a driver restart."""
     uid = str(uuid.uuid4())
     kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
-    metered.node.NodePublishVolume(kubelet.publish_request(
+    metered_driver.node.NodePublishVolume(kubelet.publish_request(
         kubelet_root, uid, "dd", {"type": "DSDSocketDirectory"}))
-    assert not _stats(metered, uid).abnormal
-    assert _stale_gauge(metered.metrics_port) == 0
+    assert not _stats(metered_driver, uid).abnormal
+    assert metered_driver.metric(STALE_GAUGE) == 0
 
     agent.stop()
     os.rmdir(agent.directory)
     os.mkdir(agent.directory)
     agent.start()
-    condition = _stats(metered, uid)
+    condition = _stats(metered_driver, uid)
     assert condition.abnormal and "re-created" in condition.message, condition.message
-    assert _stale_gauge(metered.metrics_port) == 1
+    assert metered_driver.metric(STALE_GAUGE) == 1
 
-    metered.kill()
-    metered.start()
-    condition = _stats(metered, uid)
+    metered_driver.kill()
+    metered_driver.start()
+    condition = _stats(metered_driver, uid)
     assert condition.abnormal and "re-created" in condition.message, condition.message
-    assert _stale_gauge(metered.metrics_port) == 1
-    metered.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
+    assert metered_driver.metric(STALE_GAUGE) == 1
+    metered_driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))
 
 
 def test_mount_this_driver_did_not_make_is_abnormal_and_its_unpublish_is_logged(
@@ -69,9 +59,7 @@ def test_mount_this_driver_did_not_make_is_abnormal_and_its_unpublish_is_logged(
     uid = str(uuid.uuid4())
     target = kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
     os.mkdir(target)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    subprocess.run(["mount", "--bind", str(elsewhere), target], check=True)
+    _mount_elsewhere(tmp_path, target)
     condition = _stats(driver, uid)
     assert condition.abnormal and "not made by this driver" in condition.message
 
@@ -88,9 +76,7 @@ def test_something_mounted_over_a_published_volume_is_abnormal(driver, kubelet_r
     target = kubelet.prepare_volume_dir(kubelet_root, uid, "dd")
     driver.node.NodePublishVolume(kubelet.publish_request(
         kubelet_root, uid, "dd", {"type": "APMSocketDirectory"}))
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    subprocess.run(["mount", "--bind", str(elsewhere), target], check=True)
+    _mount_elsewhere(tmp_path, target)
     condition = _stats(driver, uid)
     assert condition.abnormal and "mounted over" in condition.message
     driver.node.NodeUnpublishVolume(kubelet.unpublish_request(kubelet_root, uid, "dd"))

@@ -12,87 +12,41 @@ The cluster is stopped when the suite's last test is done, whatever happened
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from e2e import session
 from e2e.kube import DRIVER, Cluster, wait_for
 from support.agent import DemoAgent
 from support.driver import DriverProcess, free_port
-from support.report import report_line
 
-REPO = Path(__file__).resolve().parents[2]
-CLUSTER_SCRIPT = REPO / "scripts" / "e2e-cluster.sh"
+CLUSTER_SCRIPT = session.CLUSTER_SCRIPT
 K8S_VERSION = "v1.35.4"
-
-
-def _read_env(path: str) -> dict[str, str]:
-    values = {}
-    for line in Path(path).read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not line.startswith("#"):
-            values[key.strip()] = value.strip().strip('"')
-    return values
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture(scope="package")
 def cluster_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    given = os.environ.get("E2E_ENV")
-    if given:
-        yield _read_env(given)
-        return
-    # Short on purpose: the kubelet's registration socket lives below it, and
-    # a Unix socket path has at most 107 bytes.
-    directory = tempfile.mkdtemp(prefix="e2e-", dir="/tmp")
-    # A SIGTERM (a CI timeout) unwinds like Ctrl-C, so the cluster still goes.
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        began = time.monotonic()
-        started = subprocess.run([str(CLUSTER_SCRIPT), "up", directory], text=True,
-                                 capture_output=True, timeout=1800)
-        if started.returncode != 0:
-            pytest.fail(f"the e2e cluster did not start ({CLUSTER_SCRIPT.name} up):\n"
-                        f"{started.stdout}\n{started.stderr}", pytrace=False)
-        report_line(request.config, "end-to-end results",
-                    f"cluster (etcd, kube-apiserver and kubelet {K8S_VERSION}, containerd) up in "
-                    f"{time.monotonic() - began:.1f} s")
-        yield {**_read_env(os.path.join(directory, "env")), "E2E_DIR": directory}
-    finally:
-        subprocess.run([str(CLUSTER_SCRIPT), "down", directory], timeout=600, check=False)
-        shutil.rmtree(directory, ignore_errors=True)
+    yield from session.cluster_env(
+        request, "E2E_ENV", "e2e-", (), "end-to-end results",
+        f"cluster (etcd, kube-apiserver and kubelet {K8S_VERSION}, containerd)")
 
 
 @pytest.fixture(scope="package")
 def cluster(cluster_env: dict[str, str]) -> Cluster:
-    return Cluster(cluster_env["KUBECONFIG"], cluster_env["NODE_NAME"], cluster_env["KUBELET_ROOT"])
+    return session.cluster(cluster_env)
 
 
 @pytest.fixture(scope="package")
 def node_agent(cluster_env: dict[str, str]) -> Iterator[DemoAgent]:
-    """The agent on the node; its directory is writable by everyone, so that only
-    the driver's read-only mount keeps pods from changing it."""
-    base = cluster_env.get("E2E_DIR") or tempfile.mkdtemp(prefix="e2e-agent-", dir="/tmp")
-    agent = DemoAgent(os.path.join(base, "agent", "datadog")).start()
-    os.chmod(agent.directory, 0o777)
-    yield agent
-    agent.stop()
+    yield from session.node_agent(cluster_env)
 
 
 @pytest.fixture(scope="package")
 def node_driver(cluster: Cluster, cluster_env: dict[str, str],
                 node_agent: DemoAgent) -> Iterator[DriverProcess]:
     """The driver on the node, registered with the real kubelet by itself."""
-    workdir = os.path.join(cluster_env.get("E2E_DIR") or tempfile.mkdtemp(dir="/tmp"), "driver")
+    workdir = os.path.join(cluster_env["CLUSTER_DIR"], "driver")
     os.makedirs(workdir, exist_ok=True)
     driver = DriverProcess(workdir=workdir, kubelet_root=cluster.kubelet_root,
                            dsd_path=node_agent.dsd_path, apm_path=node_agent.apm_path,

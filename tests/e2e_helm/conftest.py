@@ -12,25 +12,22 @@ tears that one down before this one starts, so only one cluster runs at a time.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
-import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from e2e import session
 from e2e.kube import DRIVER, Cluster, wait_for
 from support.agent import DemoAgent
 from support.report import report_line
 
-REPO = Path(__file__).resolve().parents[2]
-CLUSTER_SCRIPT = REPO / "scripts" / "e2e-cluster.sh"
+REPO = session.REPO
 IMAGE_SCRIPT = REPO / "scripts" / "e2e-driver-image.sh"
 HELM = REPO / ".tools" / "bin" / "helm"
 CHART = REPO / "charts" / "datadog-csi-driver"
@@ -41,67 +38,33 @@ DAEMONSET = "datadog-csi-driver-node-server"
 SECTION = "end-to-end results (helm)"
 
 
-def _read_env(path: str) -> dict[str, str]:
-    values = {}
-    for line in Path(path).read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not line.startswith("#"):
-            values[key.strip()] = value.strip()
-    return values
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @pytest.fixture(scope="package")
 def cluster_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    given = os.environ.get("E2E_HELM_ENV")
-    if given:
-        env = _read_env(given)
-        if env.get("WITH_CONTROLLERS") != "1":
-            pytest.fail(f"{given}: the cluster runs without controllers (up DIR --with-controllers)",
-                        pytrace=False)
-        yield {**env, "E2E_DIR": env["CLUSTER_DIR"]}
-        return
-    # Short: Unix socket paths below it are limited to 107 bytes.
-    directory = tempfile.mkdtemp(prefix="e2eh-", dir="/tmp")
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        began = time.monotonic()
-        started = subprocess.run([str(CLUSTER_SCRIPT), "up", directory, "--with-controllers"],
-                                 text=True, capture_output=True, timeout=1800)
-        if started.returncode != 0:
-            pytest.fail(f"the e2e cluster did not start ({CLUSTER_SCRIPT.name} up --with-controllers):\n"
-                        f"{started.stdout}\n{started.stderr}", pytrace=False)
-        report_line(request.config, SECTION,
-                    f"cluster with kube-scheduler and kube-controller-manager up in "
-                    f"{time.monotonic() - began:.1f} s")
-        yield {**_read_env(os.path.join(directory, "env")), "E2E_DIR": directory}
-    finally:
-        subprocess.run([str(CLUSTER_SCRIPT), "down", directory], timeout=600, check=False)
-        shutil.rmtree(directory, ignore_errors=True)
+    envs = session.cluster_env(request, "E2E_HELM_ENV", "e2eh-", ("--with-controllers",), SECTION,
+                               "cluster with kube-scheduler and kube-controller-manager")
+    with contextlib.closing(envs):
+        for env in envs:
+            if env.get("WITH_CONTROLLERS") != "1":
+                pytest.fail(f"{env['CLUSTER_DIR']}: the cluster runs without controllers "
+                            "(up DIR --with-controllers)", pytrace=False)
+            yield env
 
 
 @pytest.fixture(scope="package")
 def cluster(cluster_env: dict[str, str]) -> Cluster:
-    return Cluster(cluster_env["KUBECONFIG"], cluster_env["NODE_NAME"], cluster_env["KUBELET_ROOT"])
+    return session.cluster(cluster_env)
 
 
 @pytest.fixture(scope="package")
 def node_agent(cluster_env: dict[str, str]) -> Iterator[DemoAgent]:
-    """The agent on the node, in a directory of the cluster's."""
-    agent = DemoAgent(os.path.join(cluster_env["E2E_DIR"], "agent", "datadog")).start()
-    os.chmod(agent.directory, 0o777)
-    yield agent
-    agent.stop()
+    yield from session.node_agent(cluster_env)
 
 
 @pytest.fixture(scope="package")
 def driver_image(request: pytest.FixtureRequest, cluster_env: dict[str, str]) -> str:
     """The driver's image, built from this checkout, in the cluster's containerd."""
     began = time.monotonic()
-    done = subprocess.run([str(IMAGE_SCRIPT), cluster_env["E2E_DIR"]], text=True,
+    done = subprocess.run([str(IMAGE_SCRIPT), cluster_env["CLUSTER_DIR"]], text=True,
                           capture_output=True, timeout=1800)
     if done.returncode != 0:
         pytest.fail(f"{IMAGE_SCRIPT.name} failed:\n{done.stderr[-4000:]}", pytrace=False)

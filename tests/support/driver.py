@@ -8,9 +8,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 
@@ -81,6 +83,16 @@ class DriverProcess:
                     pass
             time.sleep(0.02)
         raise TimeoutError(f"driver not ready after {timeout}s:\n{self.logs()}")
+
+    def metric(self, name: str) -> float:
+        """A sample's value from the driver's /metrics (started with a ``metrics_port``)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name:
+                    return float(sample.value)
+        raise AssertionError(f"{name} not exposed:\n{text}")
 
     def logs(self) -> str:
         try:
