@@ -20,6 +20,8 @@ from csi_driver import DRIVER_NAME, __version__
 ENV_PREFIX = "DD_"
 # sockaddr_un.sun_path holds 108 bytes, the terminating NUL included.
 UNIX_PATH_MAX = 107
+# The kubelet abandons a call after 2 minutes; a publish must answer before.
+MAX_DOWNLOAD_TIMEOUT = 110.0
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
 
@@ -63,6 +65,41 @@ def parse_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SIZE_UNITS = {"ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "k": 1000, "m": 1000**2, "g": 1000**3}
+
+
+def _number_and_unit(text: str) -> tuple[float, str]:
+    value = text.strip().lower()
+    digits = value.rstrip("abcdefghijklmnopqrstuvwxyz")
+    try:
+        number = float(digits)
+    except ValueError:
+        raise ValueError(text) from None
+    if number < 0 or number != number:  # NaN compares unequal to itself
+        raise ValueError(text)
+    return number, value[len(digits):]
+
+
+def parse_duration(text: str) -> float:
+    """Seconds, from "90", "90s", "15m", "1h" or "500ms"."""
+    try:
+        number, unit = _number_and_unit(text)
+        return number * _DURATION_UNITS[unit or "s"]
+    except (ValueError, KeyError):
+        raise ConfigError(f"not a duration: {text!r} (e.g. 90s, 15m, 1h)") from None
+
+
+def parse_size(text: str) -> int:
+    """Bytes, from "1073741824", "512Mi", "1Gi" or "500M" (a trailing "B" is allowed)."""
+    try:
+        number, unit = _number_and_unit(text)
+        unit = unit.removesuffix("b")
+        return int(number * (_SIZE_UNITS[unit] if unit else 1))
+    except (ValueError, KeyError):
+        raise ConfigError(f"not a size: {text!r} (e.g. 512Mi, 1Gi)") from None
+
+
 def endpoint_path(endpoint: str) -> str:
     """The filesystem path of a ``unix://`` CSI endpoint."""
     if endpoint.startswith("unix://"):
@@ -85,11 +122,17 @@ class Config:
     apm_host_socket_path: str = "/var/run/datadog/apm.socket"
     dsd_host_socket_path: str = "/var/run/datadog/dsd.socket"
     storage_path: str = "/var/lib/datadog-csi-driver"
-    # Accepted so that manifests written for the reference driver keep
-    # working; they configure the single-step instrumentation volume types,
-    # which this version does not serve, and have no effect.
+    # The single-step instrumentation volume types (DatadogLibrary,
+    # DatadogInjectorPreload) and the registries their images may come from.
     apm_enabled: bool = True
     registry_allow_list: tuple[str, ...] = ()
+    # A library no volume uses any more stays this long, so that a rollout
+    # (old pods go, new pods come) finds it instead of pulling it again.
+    library_cleanup_delay: float = 15 * 60.0
+    # Below the kubelet's 2-minute call timeout, so the kubelet gets the
+    # driver's answer (UNAVAILABLE, retried) instead of its own timeout.
+    library_download_timeout: float = 90.0
+    library_max_size: int = 1 << 30  # bytes, downloaded and unpacked alike
     kubelet_root_dir: str = "/var/lib/kubelet"
     metrics_port: int = 5000
     metrics_address: str = ""
@@ -116,16 +159,27 @@ _FLAGS: dict[str, tuple[str, Callable[[str], object], str]] = {
     "--dsd-host-socket-path": (
         "dsd_host_socket_path", str, "host path of the Datadog Agent's DogStatsD socket"),
     "--storage-path": ("storage_path", str,
-                       "directory for the driver's on-node storage (staging mounts on kernels "
-                       "before 5.12)"),
+                       "directory for the driver's on-node storage: the library cache, the "
+                       "injector's preload file, staging mounts on kernels before 5.12"),
     "--apm-enabled": (
         "apm_enabled", parse_bool,
-        "single-step instrumentation volume types; accepted for compatibility, no effect in this "
-        "version"),
+        "serve the single-step instrumentation volume types DatadogLibrary and "
+        "DatadogInjectorPreload"),
     "--registry-allow-list": (
         "registry_allow_list", parse_list,
-        "registries library images may come from; accepted for compatibility, no effect in this "
-        "version"),
+        "comma-separated registries library images may come from, e.g. gcr.io/datadoghq (empty: "
+        "any)"),
+    "--library-cleanup-delay": (
+        "library_cleanup_delay", parse_duration,
+        "how long a library no volume uses stays cached before it is deleted (e.g. 15m; 0: at "
+        "once)"),
+    "--library-download-timeout": (
+        "library_download_timeout", parse_duration,
+        "time allowed to pull one library image; past it the publish fails with UNAVAILABLE and "
+        "the kubelet retries (below its 2-minute call timeout)"),
+    "--library-max-size": (
+        "library_max_size", parse_size,
+        "largest library image accepted, downloaded and unpacked (e.g. 512Mi, 1Gi)"),
     "--kubelet-root-dir": (
         "kubelet_root_dir", str, "kubelet root directory; volumes are only mounted under <dir>/pods"),
     "--metrics-port": (
@@ -154,7 +208,8 @@ def env_name(flag: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="datadog-csi-driver",
-        usage="%(prog)s [FLAGS...]\n       %(prog)s sandbox [--serve] [--metrics-port N]",
+        usage=("%(prog)s [FLAGS...]\n       %(prog)s check [-n NAMESPACE]... [-o table|json|yaml] [--patch] "
+               "[...]\n       %(prog)s sandbox [--serve] [--metrics-port N]"),
         description=(
             "Kubernetes CSI node driver that bind-mounts the Datadog Agent's DogStatsD and APM "
             "Unix sockets into pods, so pods under the baseline or restricted Pod Security "
@@ -163,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Every flag can also be set through the environment variable DD_<FLAG_IN_UPPER_SNAKE>, "
             "e.g. DD_CSI_ENDPOINT. NODE_ID sets the node id reported by NodeGetInfo (default: the "
-            "host name). 'sandbox' runs a self-contained demo; see 'datadog-csi-driver sandbox -h'."
+            "host name). 'check' finds workloads that still reach the agent through hostPath and checks the "
+            "installation; see 'datadog-csi-driver check -h'. 'sandbox' runs a self-contained demo; see "
+            "'datadog-csi-driver sandbox -h'."
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -180,6 +237,8 @@ def _shown(default: object) -> str:
     """A default as the help text shows it: what a user would type, or (empty)."""
     if isinstance(default, bool):
         return str(default).lower()
+    if isinstance(default, float):  # the durations
+        return f"{default:g}s"
     if isinstance(default, tuple):
         default = ",".join(default)
     return str(default) if default not in ("", None) else "empty"
@@ -242,6 +301,12 @@ def validate(config: Config) -> None:
         _check_socket_length("the registration socket (--kubelet-root-dir, --driver-name)",
                              os.path.join(config.kubelet_root_dir, "plugins_registry",
                                           f"{config.driver_name}-reg.sock"))
+    if not 0 < config.library_download_timeout <= MAX_DOWNLOAD_TIMEOUT:
+        raise ConfigError(f"--library-download-timeout must be above 0 and at most "
+                          f"{MAX_DOWNLOAD_TIMEOUT:g}s (the kubelet gives up on a call after 120s), "
+                          f"got {config.library_download_timeout:g}s")
+    if config.library_max_size <= 0:
+        raise ConfigError("--library-max-size must be above 0")
     if config.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"--log-level must be debug, info, warning or error, got {config.log_level!r}")
     if not config.node_id:

@@ -5,6 +5,10 @@ assumes it is alone on the target it is handed. Every failure path undoes what
 this call created, so a refused or failed publish leaves the disk and the mount
 table as they were.
 
+The source comes from its volume family: the agent's sockets (``sources``) or
+the library cache (``library``), which also learns which target uses what
+(``OpenSource.keep`` on publish, ``Libraries.released`` on unpublish).
+
 The mount calls go through the ``mounts`` module's functions, looked up at
 call time: the unit tests replace them with an in-memory mount table.
 """
@@ -18,10 +22,13 @@ import stat
 
 from csi_driver import mounts, targets
 from csi_driver.errors import RequestError, aborted, already_exists, internal, invalid, precondition
+from csi_driver.library.family import Libraries
+from csi_driver.mounts import Identity
 from csi_driver.registry import Published, PublishedVolumes
 from csi_driver.sources import AgentSources, OpenSource
 from csi_driver.validation import Publish, Unpublish
 from csi_driver.volumes import Kind, VolumeSource
+from csi_driver.volumes.library import is_library_family
 
 log = logging.getLogger(__name__)
 MAX_LAYERS = 64  # a target stacked deeper than this is not the kubelet's doing
@@ -34,9 +41,12 @@ _TARGET_RACED = frozenset({errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISD
 
 
 class Publisher:
-    def __init__(self, published: PublishedVolumes, sources: AgentSources) -> None:
+    def __init__(self, published: PublishedVolumes, sources: AgentSources,
+                 libraries: Libraries | None = None) -> None:
         self.published = published
         self.sources = sources
+        self.libraries = libraries or Libraries(
+            "single-step instrumentation volumes are not served by this driver process")
 
     # ------------------------------------------------------------ publish
 
@@ -50,7 +60,7 @@ class Publisher:
                     raise invalid(f"target {req.target.path} is a symlink; refusing to mount over it")
                 if self._holds_this_volume(req, parent_fd):
                     return False
-            with self.sources.open(req.source) as source:
+            with self._open_source(req.source) as source:
                 created = self._prepare_target(req, parent_fd, existing)
                 try:
                     self._mount(req, parent_fd, source)
@@ -58,8 +68,8 @@ class Publisher:
                     if created:
                         _remove_created(parent_fd, req)
                     raise
-                self.published.record(req.target.path,
-                                      Published(req.volume_id, req.source, source.identity))
+                self.published.record(req.target.path, Published(
+                    req.volume_id, source.resolved or req.source, source.identity))
             return True
         except mounts.MountError as err:
             raise internal(f"bind mount of {req.source.host_path} onto {req.target.path} failed: "
@@ -68,6 +78,11 @@ class Publisher:
             raise _raced_or(err, req.target) from None
         finally:
             os.close(parent_fd)
+
+    def _open_source(self, source: VolumeSource) -> OpenSource:
+        if is_library_family(source):
+            return self.libraries.open(source)
+        return self.sources.open(source)
 
     def _mount(self, req: Publish, parent_fd: int, source: OpenSource) -> None:
         target_fd = targets.open_leaf(parent_fd, req.target.leaf)
@@ -88,6 +103,12 @@ class Publisher:
                               Published(req.volume_id, req.source, source.identity))
             raise precondition(f"{req.source.host_path} disappeared while publishing; the "
                                "Datadog Agent may be restarting, retry")
+        try:
+            source.keep(req.volume_id, req.target.path)
+        except BaseException:
+            self._unmount_all(parent_fd, req.target,
+                              Published(req.volume_id, req.source, source.identity))
+            raise
 
     def _holds_this_volume(self, req: Publish, parent_fd: int) -> bool:
         """Whether the target already holds this volume: if so, record it again;
@@ -104,15 +125,8 @@ class Publisher:
                     f"refusing to publish {req.volume_id} over it"
                 )
             mounted = mounts.mounted_identity(target_fd)
-            known = self.published.lookup(req.target.path)
-            # Ours if it is the live source, or what we recorded mounting from
-            # the same source (an agent that re-created its socket since).
-            # Compared by path, not type: a legacy ``mode: socket`` request and
-            # the adopted ``DSDSocket`` record name the same socket.
-            ours = mounted == self.sources.live_identity(req.source) or (
-                known is not None and _same_source(known.source, req.source)
-                and known.mounted == mounted)
-            if not ours:
+            ours = self._mounted_source(req, mounted)
+            if ours is None:
                 raise already_exists(
                     f"target {req.target.path} is already a mount point of something other "
                     f"than {req.source.host_path}; unpublish it first"
@@ -127,10 +141,26 @@ class Publisher:
                 log.warning("volume was published without some of the options this version "
                             "mounts with; restart its pod to get them",
                             extra={"target": req.target.path, "missing": str(missing)})
-            self.published.record(req.target.path, Published(req.volume_id, req.source, mounted))
+            self.published.record(req.target.path, Published(req.volume_id, ours, mounted))
             return True
         finally:
             os.close(target_fd)
+
+    def _mounted_source(self, req: Publish, mounted: Identity) -> VolumeSource | None:
+        """What the target's mount (``mounted``) holds for this request, when it
+        is this volume's source; None when it is something else."""
+        if is_library_family(req.source):
+            return self.libraries.holding(req.volume_id, req.target.path, mounted, req.source)
+        known = self.published.lookup(req.target.path)
+        # Ours if it is the live source, or what we recorded mounting from
+        # the same source (an agent that re-created its socket since).
+        # Compared by path, not type: a legacy ``mode: socket`` request and
+        # the adopted ``DSDSocket`` record name the same socket.
+        if mounted == self.sources.live_identity(req.source) or (
+                known is not None and _same_source(known.source, req.source)
+                and known.mounted == mounted):
+            return req.source
+        return None
 
     def _prepare_target(self, req: Publish, parent_fd: int, existing: os.stat_result | None) -> bool:
         """Make the leaf the right kind of empty mount point; True if created here."""
@@ -169,12 +199,12 @@ class Publisher:
         try:
             parent_fd = targets.open_parent(req.target)
         except targets.ParentMissing:  # the kubelet cleaned up already
-            self.published.forget(req.target.path)
+            self._forget(req)
             return False
         try:
             existing = targets.lstat_leaf(parent_fd, req.target.leaf)
             if existing is None:
-                self.published.forget(req.target.path)
+                self._forget(req)
                 return False
             if stat.S_ISLNK(existing.st_mode):
                 raise invalid(f"target {req.target.path} is a symlink; refusing to touch it")
@@ -185,7 +215,7 @@ class Publisher:
                                    "volume_id": req.volume_id})
             self._unmount_all(parent_fd, req.target, self.published.lookup(req.target.path))
             self._remove_mount_point(parent_fd, req.target)
-            self.published.forget(req.target.path)
+            self._forget(req)
             return True
         except mounts.MountError as err:
             raise internal(f"unmount of {req.target.path} failed: {os.strerror(err.errno or 0)}") from None
@@ -193,6 +223,12 @@ class Publisher:
             raise _raced_or(err, req.target) from None
         finally:
             os.close(parent_fd)
+
+    def _forget(self, req: Unpublish) -> None:
+        """Nothing is mounted at the target any more: forget what it held, and
+        release the library it used (known from the links, even after a restart)."""
+        self.published.forget(req.target.path)
+        self.libraries.released(req.volume_id, req.target.path)
 
     def _unmount_all(self, parent_fd: int, target: targets.Target, known: Published | None) -> None:
         for layer in range(MAX_LAYERS + 1):

@@ -16,7 +16,9 @@ follows the pod volume layout is adopted:
   when the kubelet's ``vol_data.json`` names this driver and the directory's
   name is one of the configured ones;
 - any other directory is another driver's volume and left alone, as is any
-  volume whose ``vol_data.json`` names another driver.
+  volume whose ``vol_data.json`` names another driver;
+- a library volume (a stored library's content directory, the preload file) is
+  recognised by inode too, when a library family is passed in.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from csi_driver import mounts, targets
 from csi_driver.config import Config
 from csi_driver.errors import RequestError
+from csi_driver.library.family import Libraries
 from csi_driver.mounts import Identity, identity
 from csi_driver.registry import Published, PublishedVolumes
 from csi_driver.sources import AgentSources
@@ -134,8 +137,11 @@ def _source_of(mounted: os.stat_result, mount_root: str, config: Config, agent: 
 
 
 def recover(config: Config, published: PublishedVolumes, sources: AgentSources,
-            mountinfo: str = MOUNTINFO) -> list[Published]:
-    """Adopt this driver's mounts under the pods directory; return what was adopted."""
+            mountinfo: str = MOUNTINFO, libraries: Libraries | None = None) -> list[Published]:
+    """Adopt this driver's mounts under the pods directory; return what was adopted.
+
+    ``libraries`` recognises the library family's mounts (a stored library's
+    content directory, the preload file) by inode, as sockets are recognised."""
     known = _known_sources(config, sources)
     adopted = []
     for path, mount_root in sorted(mount_points_under(config.pods_dir, mountinfo).items()):
@@ -153,6 +159,8 @@ def recover(config: Config, published: PublishedVolumes, sources: AgentSources,
         if driver_name is None and mount_root.endswith(_DELETED) and stat.S_ISDIR(mounted.st_mode):
             continue  # a deleted directory is only claimed when the kubelet's record says ours
         source = _source_of(mounted, mount_root, config, sources, known)
+        if source is None and libraries is not None:
+            source = libraries.source_of(mounted)
         if source is None:
             continue
         entry = Published(str(data.get("volumeHandle", "")), source, identity(mounted))

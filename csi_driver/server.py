@@ -19,6 +19,7 @@ from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.endpoint import claim_endpoint, listen_unix
 from csi_driver.identity import IdentityService
 from csi_driver.interceptors import InFlight, Outcomes, RejectUndecodable, register
+from csi_driver.library import family as library_family
 from csi_driver.metrics import HttpServer, Metrics
 from csi_driver.node import NodeService
 from csi_driver.publisher import Publisher
@@ -98,6 +99,7 @@ class Driver:
         claim_endpoint(self.socket_path)
         mounts.set_staging_dir(os.path.join(self.config.storage_path, "mount-staging"))
         self.sources.log_resolution()
+        self.publisher.libraries = library_family.start(self.config, self.metrics.registry)
         self._adopt_published_volumes()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS,
                                                         thread_name_prefix="csi"),
@@ -114,6 +116,7 @@ class Driver:
 
     def _undo_start(self) -> None:
         """Stop what a failed start had started; leave no socket behind."""
+        self.publisher.libraries.close()
         if self._registration is not None:
             self._registration.stop()
         if self._http is not None:
@@ -129,7 +132,9 @@ class Driver:
 
     def _adopt_published_volumes(self) -> None:
         """Take over the mounts an earlier process left, before any call arrives."""
-        adopted = recovery.recover(self.config, self.published, self.sources)
+        adopted = recovery.recover(self.config, self.published, self.sources,
+                                   libraries=self.publisher.libraries)
+        self.publisher.libraries.reconcile(self.published.snapshot())
         if adopted:
             log.info(f"adopted {len(adopted)} volumes published before this start",
                      extra={"stale_volumes": count_stale(self.published, self.sources)})
@@ -152,6 +157,7 @@ class Driver:
         if not self._in_flight.wait_idle(grace):
             log.warning("grace period over; cancelling the calls still running")
         self._grpc.stop(0).wait()
+        self.publisher.libraries.close()
         if self._http is not None:
             self._http.stop()
         try:

@@ -44,10 +44,17 @@ class OpenSource:
 
     fd: int
     stat: os.stat_result
+    # What is recorded as published, when more precise than the request's
+    # source (a library's content directory in the store).
+    resolved: VolumeSource | None = None
 
     @property
     def identity(self) -> Identity:
         return identity(self.stat)
+
+    def keep(self, volume_id: str, target_path: str) -> None:
+        """Called once the source is mounted at ``target_path``: a family that
+        tracks which volume uses what records it here (a failure undoes the mount)."""
 
     def still_linked(self) -> bool:
         """False once the agent removed it (its inode lives on only through us)."""

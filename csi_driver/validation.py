@@ -73,6 +73,9 @@ def publish(request: csi_pb2.NodePublishVolumeRequest, config: Config) -> Publis
     _check_map("publish_context", request.publish_context)
     source = resolve(request.volume_context, config)
     readonly = request.readonly or capability.access_mode.mode in _READ_ONLY_MODES
+    if source.requires_readonly and not readonly:
+        raise invalid(f"volume type {source.type} is served read-only only: set readOnly: true on "
+                      "the pod's csi volume")
     return Publish(vid, target, source, readonly)
 
 

@@ -21,6 +21,7 @@ from csi_driver.mounts import Identity
 from csi_driver.registry import Published, PublishedVolumes
 from csi_driver.sources import AgentSources
 from csi_driver.volumes import Kind
+from csi_driver.volumes.library import is_library_family
 
 _Usage = csi_pb2.VolumeUsage
 
@@ -48,6 +49,8 @@ def condition(target_fd: int, known: Published | None, sources: AgentSources,
     if known.mounted != mounted:
         return _abnormal(f"something other than {source.host_path or 'the agent socket'} is "
                          "mounted over this volume; delete the pod so the kubelet publishes it anew")
+    if is_library_family(source):  # the store's copy, which nothing changes while it is mounted
+        return csi_pb2.VolumeCondition(abnormal=False, message=f"{source.host_path} is mounted")
     live = sources.live_identity(source) if source.host_path else None
     if live == mounted:
         what = "agent socket" if source.kind is Kind.SOCKET else "agent socket directory"
@@ -103,6 +106,8 @@ def count_stale(published: PublishedVolumes, sources: AgentSources) -> int:
     live: dict[tuple[str, Kind], Identity | None] = {}
     stale = 0
     for entry in published.snapshot().values():
+        if is_library_family(entry.source):
+            continue
         key = (entry.source.host_path, entry.source.kind)
         if key not in live:
             live[key] = sources.live_identity(entry.source) if key[0] else None

@@ -8,7 +8,8 @@
 # Creates .venv with the package and its test extras. Only for the suites
 # chosen, it installs the pinned external tools into .tools/bin (helm for
 # tests/chart, csi-sanity for tests/conformance, the Kubernetes binaries for
-# tests/e2e, all three and the image for tests/e2e_helm) and starts a Docker
+# tests/e2e and tests/e2e_check, all three and the image for tests/e2e_helm, an OCI registry for
+# tests/library, the benchmark's Go client for tests/bench) and starts a Docker
 # engine when none runs (tests/image, tests/e2e_helm); a Docker
 # engine it started is stopped at the end unless KEEP_DOCKER_ENGINE=1. Every
 # suite but tests/unit mounts for real: it runs as root inside a private mount
@@ -82,10 +83,13 @@ fi
 mkdir -p .tools
 if wants chart || wants e2e_helm; then phase "helm" scripts/install-helm.sh; fi
 if wants conformance; then phase "csi-sanity" scripts/install-csi-sanity.sh >/dev/null; fi
-# The end-to-end suites' Kubernetes binaries (tests/e2e and tests/e2e_helm start
-# their own clusters with scripts/e2e-cluster.sh, which installs the Debian
+# tests/bench runs bench/run.sh, whose kubelet-faithful caller is a Go program.
+if wants bench; then phase "kubelet-client" scripts/build-kubelet-client.sh >/dev/null; fi
+if wants library; then phase "OCI registry" scripts/install-registry.sh >/dev/null; fi
+# The end-to-end suites' Kubernetes binaries (tests/e2e, tests/e2e_check and
+# tests/e2e_helm start their own clusters with scripts/e2e-cluster.sh, which installs the Debian
 # packages it needs).
-if wants e2e || wants e2e_helm; then phase "Kubernetes binaries" scripts/build-kubernetes.sh; fi
+if wants e2e || wants e2e_check || wants e2e_helm; then phase "Kubernetes binaries" scripts/build-kubernetes.sh; fi
 # tests/e2e_helm builds the driver's image (scripts/e2e-driver-image.sh).
 if wants image || wants e2e_helm; then
     # Started here, in the machine's mount namespace, rather than from inside

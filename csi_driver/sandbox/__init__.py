@@ -138,6 +138,7 @@ def _start_driver(root: str, agent: Any, port: int) -> Any:
         storage_path=os.path.join(root, "storage"), kubelet_root_dir=os.path.join(root, "kubelet"),
         metrics_port=port, node_id=socket.gethostname())
     os.makedirs(config.pods_dir)
+    os.makedirs(config.storage_path)  # the library cache's home, as the chart's hostPath provides
     driver = Driver(config)
     driver.start()
     _say(f"sandbox in {root} (private mount namespace; removed on exit)")

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from csi_driver.config import Config
 from csi_driver.errors import invalid, unsupported
 from csi_driver.mounts import Attr
-from csi_driver.volumes import Kind, VolumeSource
+from csi_driver.volumes import Kind, VolumeSource, library
 
 APM_SOCKET = "APMSocket"
 APM_SOCKET_DIRECTORY = "APMSocketDirectory"
@@ -16,9 +16,8 @@ DSD_SOCKET = "DSDSocket"
 DSD_SOCKET_DIRECTORY = "DSDSocketDirectory"
 DEPRECATED_SOCKETS_DIRECTORY = "DatadogSocketsDirectory"
 TYPES = (APM_SOCKET, APM_SOCKET_DIRECTORY, DSD_SOCKET, DSD_SOCKET_DIRECTORY)
-LIBRARY_TYPES = ("DatadogLibrary", "DatadogInjectorPreload")
 LEGACY_MODES = ("socket", "local")
-KNOWN_TYPES = frozenset((*TYPES, DEPRECATED_SOCKETS_DIRECTORY, *LIBRARY_TYPES))
+KNOWN_TYPES = frozenset((*TYPES, DEPRECATED_SOCKETS_DIRECTORY))
 # A pod only ever connects to the agent's sockets, which works through a
 # read-only mount. Read-write would let a pod chmod the node's agent socket or
 # replace it with its own to receive other pods' metrics, whatever readOnly
@@ -53,12 +52,8 @@ def _by_type(volume_type: str, config: Config) -> VolumeSource:
     if volume_type == DEPRECATED_SOCKETS_DIRECTORY:
         return _source(DEPRECATED_SOCKETS_DIRECTORY, os.path.dirname(dsd), Kind.DIRECTORY,
                        deprecation=f"use type: {DSD_SOCKET_DIRECTORY} (or {APM_SOCKET_DIRECTORY})")
-    if volume_type in LIBRARY_TYPES:
-        raise unsupported(
-            f"volume type {volume_type!r} (single-step instrumentation) is not supported by this "
-            f"driver version; supported types: {', '.join(TYPES)}"
-        )
-    raise unsupported(f"unknown volume type {_show(volume_type)}; supported types: {', '.join(TYPES)}")
+    raise unsupported(f"unknown volume type {_show(volume_type)}; supported types: "
+                      f"{', '.join((*TYPES, *library.TYPES))}")
 
 
 def _legacy(mode: str, path: str, config: Config) -> VolumeSource:

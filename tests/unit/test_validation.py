@@ -52,7 +52,8 @@ def test_a_kubelet_request_resolves_to_the_agent_socket():
      "INVALID_ARGUMENT", "layout"),
     ({"staging_target_path": "/staging"}, "INVALID_ARGUMENT", "no staging step"),
     ({"volume_context": {"type": "Nope"}}, "INVALID_ARGUMENT", "supported types: APMSocket"),
-    ({"volume_context": {"type": "DatadogLibrary"}}, "INVALID_ARGUMENT", "single-step"),
+    ({"volume_context": {"type": "DatadogLibrary"}}, "INVALID_ARGUMENT", "library.package"),
+    ({"volume_context": {"type": "DatadogInjectorPreload"}}, "INVALID_ARGUMENT", "readOnly: true"),
     ({"volume_context": {"mode": "socket", "path": "/etc/shadow"}}, "INVALID_ARGUMENT", "not allowed"),
     ({"volume_context": {"k": "v" * 5000}}, "INVALID_ARGUMENT", "4096 bytes"),
 ])
