@@ -21,6 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from csi_driver import sandbox
 
         return sandbox.main(argv[1:])
+    if argv[:1] == ["check"]:
+        from csi_driver.check import command
+
+        return command.main(argv[1:])
     try:
         config = load(argv)
     except ConfigError as err:
