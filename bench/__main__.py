@@ -7,6 +7,7 @@ with, so on a noisy machine the ratios are the numbers to read.
 from __future__ import annotations
 
 import argparse
+import atexit
 import ctypes
 import os
 import platform
@@ -14,17 +15,19 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # tests/support: DemoAgent, DriverProcess
 
-from bench import driver_calls, floor
+from bench import driver_calls, floor, kubelet_faithful
 from bench.driver_calls import TYPES, Kubelet
 from bench.mount_table import Filler
 from bench.stats import Section, fmt_count, fmt_mb, fmt_ratio, fmt_seconds, percentile
 from support.agent import DemoAgent
+from support.driver import DriverProcess
 
 SIZES = (10, 1_000, 10_000)  # unrelated mounts added to the namespace's table
 CALLERS = (1, 8, 32)
@@ -41,20 +44,25 @@ class Plan:
     warmup_pairs: int
     memory_cycles: int
     cold_starts: int
+    kf_serial: int  # kubelet-faithful pairs, one caller, per server, per size in kubelet_faithful.SIZES
+    kf_concurrent: int  # kubelet-faithful pairs at 32 callers, per server, per size
+    kf_memory_pairs: int  # kubelet-faithful pairs the driver answers before its RSS is read again
     rounds: int  # passes over the mount-table sizes; each count above is split over them
 
 
-FULL = Plan(floor_pairs=4000, exec_pairs=100, statx_checks=8000, mountinfo_checks=40,
-            latency_per_type=2000, throughput_pairs=4000, warmup_pairs=400,
-            memory_cycles=10_000, cold_starts=5, rounds=4)
+FULL = Plan(floor_pairs=4000, exec_pairs=60, statx_checks=8000, mountinfo_checks=40,
+            latency_per_type=500, throughput_pairs=600, warmup_pairs=200,
+            memory_cycles=3000, cold_starts=5, kf_serial=1000, kf_concurrent=1000,
+            kf_memory_pairs=10_000, rounds=4)
 QUICK = Plan(floor_pairs=50, exec_pairs=3, statx_checks=50, mountinfo_checks=3,
              latency_per_type=10, throughput_pairs=64, warmup_pairs=20,
-             memory_cycles=200, cold_starts=1, rounds=1)
+             memory_cycles=200, cold_starts=1, kf_serial=10, kf_concurrent=64,
+             kf_memory_pairs=200, rounds=1)
 
-# Targets (the issue's): what each figure must reach.
-FLOOR_RATIO_MAX = 20.0
+# Targets: what each figure must reach (the kubelet-faithful ones are in
+# bench/kubelet_faithful.py). The floor ratio and the pairs/s of [4] are shown
+# for information: they measure the gRPC transport and the machine more than the driver.
 P99_GROWTH_MAX = 1.5
-PAIRS_PER_SECOND_MIN = 1000.0
 RSS_IDLE_MAX_KIB = 60 * 1024
 RSS_GROWTH_MAX_KIB = 5 * 1024
 COLD_START_MAX = 1.5
@@ -65,8 +73,11 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
+_STARTED = time.monotonic()
+
+
 def progress(message: str) -> None:
-    print(f"# {message}", file=sys.stderr, flush=True)
+    print(f"# [{time.monotonic() - _STARTED:5.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 def in_private_namespace() -> bool:
@@ -132,6 +143,12 @@ def measure(plan: Plan, quick: bool, work: str) -> int:
         driver.stop()
         starts.append(seconds)
 
+    progress("kubelet-faithful cold start, with the no-op servers and a bare import grpc")
+    kf = kubelet_faithful.Results()
+    kubelet_faithful.measure_cold_starts(
+        kf, plan.cold_starts, os.path.join(work, "kf-cold"),
+        lambda workdir: driver_calls.driver_command(workdir, kube.root, agent.dsd_path, agent.apm_path))
+
     # 6. resident memory, idle and after many publish/unpublish cycles.
     progress(f"memory over {plan.memory_cycles:,} cycles")
     driver, _ = new_driver("memory")
@@ -148,6 +165,7 @@ def measure(plan: Plan, quick: bool, work: str) -> int:
     # all of them rather than on whichever came first; samples are pooled.
     driver, _ = new_driver("main")
     driver_calls.cycles(driver, kube, plan.warmup_pairs)
+    kf_servers = KubeletFaithfulServers(work, new_driver, kf)
     results = {size: {"floor_fd": [], "floor_plain": [], "floor_crowded": [], "exec": [],
                       "statx": [], "mountinfo": [], "empty": [],
                       "latency": driver_calls.Latencies.empty(),
@@ -177,10 +195,15 @@ def measure(plan: Plan, quick: bool, work: str) -> int:
             for c in CALLERS:
                 pairs = share(plan.throughput_pairs)
                 r["throughput"][c].append((pairs, driver_calls.throughput(driver, kube, c, pairs)))
+            if size in kubelet_faithful.SIZES:
+                kubelet_faithful.measure_round(kf, kf_servers.endpoints, kube.root, size, round_,
+                                               share(plan.kf_serial), share(plan.kf_concurrent))
     for r in results.values():  # pairs/s over all rounds: total pairs over total time
         r["throughput"] = {c: sum(n for n, _ in runs) / sum(n / rate for n, rate in runs)
                            for c, runs in r["throughput"].items()}
     driver.stop()
+    progress(f"kubelet-faithful memory: up to {plan.kf_memory_pairs:,} pairs")
+    kf_servers.finish(plan.kf_memory_pairs, kube.root)
 
     # 7 again, on the full node: start-up reads the mount table once to adopt
     # earlier mounts, so this shows what that costs at 10,000 mounts.
@@ -193,8 +216,41 @@ def measure(plan: Plan, quick: bool, work: str) -> int:
     agent.stop()
 
     print(report(plan, quick, baseline_mounts, results, {0: starts, SIZES[-1]: starts_full},
-                 rss_idle, rss_after))
+                 rss_idle, rss_after, kf))
     return 0
+
+
+class KubeletFaithfulServers:
+    """The servers kubelet-faithful calls go to: a driver of their own (its memory is read
+    before and after) and the two no-op servers, started once for all rounds."""
+
+    def __init__(self, work: str, new_driver: Callable[[str], tuple[DriverProcess, float]],
+                 kf: kubelet_faithful.Results) -> None:
+        progress("kubelet-faithful servers: a driver, the Python and the Go no-op servers")
+        self.kf = kf
+        self.driver, _ = new_driver("kubelet-faithful")
+        self.noops: dict[str, kubelet_faithful.NoopServer] = {}
+        atexit.register(self.stop)  # a run that fails half-way leaves no server behind
+        for i, server in enumerate((kubelet_faithful.PYTHON_NOOP, kubelet_faithful.GO_NOOP)):
+            self.noops[server] = kubelet_faithful.NoopServer(server, os.path.join(work, f"noop{i}"))
+        self.endpoints = {kubelet_faithful.DRIVER: self.driver.socket_path,
+                          **{server: noop.endpoint for server, noop in self.noops.items()}}
+        time.sleep(0.5)
+        kf.rss_idle[kubelet_faithful.DRIVER] = driver_calls.rss_kib(self.driver.process.pid)
+        for server, noop in self.noops.items():
+            kf.rss_idle[server] = driver_calls.rss_kib(noop.pid)
+
+    def finish(self, memory_pairs: int, kubelet_root: str) -> None:
+        """Bring the driver's pairs up to ``memory_pairs``, read its memory, stop everything."""
+        kubelet_faithful.top_up(self.kf, self.driver.socket_path, kubelet_root, memory_pairs)
+        time.sleep(0.5)
+        self.kf.rss_after = driver_calls.rss_kib(self.driver.process.pid)
+        self.stop()
+
+    def stop(self) -> None:
+        self.driver.stop()
+        for noop in self.noops.values():
+            noop.stop()
 
 
 def _floor_sections(results: dict) -> tuple[Section, Section]:
@@ -247,8 +303,8 @@ def _latency_section(results: dict) -> Section:
 
 
 def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
-           starts: dict[int, list[float]], rss_idle: dict[str, int], rss_after: dict[str, int]
-           ) -> str:
+           starts: dict[int, list[float]], rss_idle: dict[str, int], rss_after: dict[str, int],
+           kf: kubelet_faithful.Results) -> str:
     out = [
         f"Datadog CSI node driver benchmark ({'quick: counts too small to judge' if quick else 'full'})",
         f"Linux {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
@@ -292,8 +348,8 @@ def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
     min_32 = min(r["throughput"][32] for r in results.values())
 
     st = Section("Targets and ratios", ("ratio", "value", "target", ""))
-    st.add(f"publish+unpublish p50 over the floor ({SIZES[0]} mounts)", fmt_ratio(floor_ratio),
-           f"<= {FLOOR_RATIO_MAX:g}x", verdict(floor_ratio <= FLOOR_RATIO_MAX))
+    kubelet_faithful.add_targets(st, kf)
+    st.add(f"publish+unpublish p50 over the floor ({SIZES[0]} mounts)", fmt_ratio(floor_ratio), "", "")
     st.add(f"pair p99 at {SIZES[-1]:,} mounts over p99 at {SIZES[0]}", fmt_ratio(p99_growth),
            f"<= {P99_GROWTH_MAX:g}x", verdict(p99_growth <= P99_GROWTH_MAX))
     st.add(f"  reference: floor p99 at {SIZES[-1]:,} mounts over p99 at {SIZES[0]}",
@@ -302,8 +358,7 @@ def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
            "", "")
     st.add(f"unpublish p99 at {SIZES[-1]:,} mounts over p99 at {SIZES[0]}", fmt_ratio(unpub_growth),
            "", "")
-    st.add("32 callers, pairs/s (lowest over mount-table sizes)", fmt_count(min_32),
-           f">= {PAIRS_PER_SECOND_MIN:,.0f}", verdict(min_32 >= PAIRS_PER_SECOND_MIN))
+    st.add("32 callers, pairs/s on one channel (lowest over mount-table sizes)", fmt_count(min_32), "", "")
     st.add("32 callers over 1 caller, pairs/s (10 mounts)",
            fmt_ratio(small["throughput"][32] / small["throughput"][1]), "", "")
     st.add("RSS idle", fmt_mb(rss_idle["VmRSS"]), f"<= {fmt_mb(RSS_IDLE_MAX_KIB)}",
@@ -318,7 +373,8 @@ def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
     st.add(f"mountinfo scan over statx ({SIZES[-1]:,} mounts)",
            fmt_ratio(p50(large["mountinfo"]) / p50(large["statx"])), "", "")
 
-    sections = [s1, s2, s3, s4, s6, s7, st]
+    sections = [s1, s2, s3, s4, s6, s7, kubelet_faithful.calls_section(kf),
+                kubelet_faithful.cold_section(kf), kubelet_faithful.memory_section(kf), st]
     return "\n".join(out) + "\n\n" + "\n\n".join(s.render() for s in sections) + "\n"
 
 

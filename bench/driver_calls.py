@@ -51,6 +51,15 @@ class Kubelet:
             shutil.rmtree(os.path.join(self.root, "pods", volume.pod_uid))
 
 
+def driver_command(workdir: str, kubelet_root: str, dsd_path: str, apm_path: str
+                   ) -> tuple[list[str], str, str, dict[str, str]]:
+    """A driver's command line, socket, log file and environment, for another program to start."""
+    os.makedirs(workdir)
+    driver = DriverProcess(workdir=workdir, kubelet_root=kubelet_root, dsd_path=dsd_path,
+                           apm_path=apm_path)
+    return driver.command(), driver.socket_path, driver.log_path, {**os.environ, "NODE_ID": "test-node"}
+
+
 def start_driver(workdir: str, kubelet_root: str, dsd_path: str, apm_path: str
                  ) -> tuple[DriverProcess, float]:
     """Start a driver; return it and the time from process start to the first good Probe."""

@@ -4,7 +4,8 @@
 #   bench/run.sh [--quick]
 #
 # Sets up .venv (scripts/setup-dev.sh; skipped when CSI_BENCH_SKIP_SETUP=1 and
-# the venv exists), then re-runs itself as root inside a private mount
+# the venv exists) and the Go kubelet-faithful client
+# (scripts/build-kubelet-client.sh), then re-runs itself as root inside a private mount
 # namespace: every mount it makes, including the thousands of filler mounts,
 # disappears with that namespace. Prints one table; see bench/README.md.
 set -euo pipefail
@@ -19,6 +20,9 @@ if [[ -z "${CSI_BENCH_HOST_MOUNT_NS:-}" ]]; then
     if [[ "${CSI_BENCH_SKIP_SETUP:-}" != 1 || ! -x .venv/bin/python ]]; then
         scripts/setup-dev.sh
     fi
+    # The kubelet-faithful caller and no-op Go server (skipped when built from these sources).
+    CSI_BENCH_KUBELET_CLIENT="$(scripts/build-kubelet-client.sh)"
+    export CSI_BENCH_KUBELET_CLIENT
     CSI_BENCH_HOST_MOUNT_NS="$(readlink /proc/self/ns/mnt)"
     export CSI_BENCH_HOST_MOUNT_NS
     exec unshare --mount --propagation private -- "$0" "$@"
