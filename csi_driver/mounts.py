@@ -35,10 +35,9 @@ import enum
 import errno
 import itertools
 import os
-import platform
 import re
 import stat
-import tempfile
+import sys
 import threading
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -64,7 +63,7 @@ STATX_ATTR_MOUNT_ROOT = 0x2000
 _SYS_OPEN_TREE = 428
 _SYS_MOVE_MOUNT = 429
 _SYS_MOUNT_SETATTR = 442
-_NEW_API = platform.system() == "Linux"
+_NEW_API = sys.platform == "linux"
 
 _libc.syscall.restype = ctypes.c_long
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
@@ -320,6 +319,8 @@ class _Staging:
                     self.directory = None
             if self.directory is None:
                 # /dev/shm is writable in a container whose root filesystem is not.
+                import tempfile  # only on this fallback, kernels before 5.12
+
                 shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
                 self.directory = tempfile.mkdtemp(prefix="csi-mount-staging-", dir=shm)
             if not self._ready:

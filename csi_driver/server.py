@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 from concurrent import futures
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -23,10 +24,12 @@ from csi_driver.library import family as library_family
 from csi_driver.metrics import HttpServer, Metrics
 from csi_driver.node import NodeService
 from csi_driver.publisher import Publisher
-from csi_driver.registration import RegistrationServer
 from csi_driver.registry import PublishedVolumes
 from csi_driver.sources import AgentSources
 from csi_driver.volume_stats import count_stale
+
+if TYPE_CHECKING:  # imported only when --kubelet-registration-path asks for it
+    from csi_driver.registration import RegistrationServer
 
 log = logging.getLogger("csi_driver.server")
 # A call is a few hundred microseconds of Python (which holds the GIL) around
@@ -83,6 +86,8 @@ class Driver:
         try:
             self._start_grpc()
             if self.config.kubelet_registration_path:
+                from csi_driver.registration import RegistrationServer
+
                 self._registration = RegistrationServer(self.config)
                 self._registration.start()
         except BaseException:
