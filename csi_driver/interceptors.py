@@ -4,6 +4,8 @@ service is added to the server.
 Layers, outermost first:
 
 - ``InFlight`` counts running calls, so shutdown waits for exactly those.
+- ``Admission`` lets a few calls run at once (``admission.Slots``); a call
+  that blocks on something slow gives its turn back (``admission.waiting``).
 - ``Outcomes`` turns whatever the handler returns or raises into the call's
   gRPC status, its one JSON log line and its metrics observation. Handlers
   just raise ``RequestError`` (or let a bug raise anything else: INTERNAL,
@@ -31,6 +33,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from csi_driver.admission import Slots
 from csi_driver.errors import RequestError, invalid
 from csi_driver.metrics import FAILED, SUCCESS, UNSUPPORTED, Metrics
 from csi_driver.volumes import INVALID_TYPE
@@ -129,6 +132,19 @@ class InFlight(Layer):
     def wait_idle(self, timeout: float) -> bool:
         with self._idle:
             return self._idle.wait_for(lambda: self._count == 0, timeout)
+
+
+# ---------------------------------------------------------------- Admission
+
+class Admission(Layer):
+    def __init__(self, slots: Slots) -> None:
+        self._slots = slots
+
+    def wrap_behaviour(self, method: str, behaviour: Behaviour) -> Behaviour:
+        def admitted(request: Any, context: grpc.ServicerContext) -> Any:
+            return self._slots.run(behaviour, request, context)
+
+        return admitted
 
 
 # ----------------------------------------------------------------- Outcomes

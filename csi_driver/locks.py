@@ -11,6 +11,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from csi_driver.admission import waiting
+
 
 class KeyedLocks:
     def __init__(self) -> None:
@@ -40,7 +42,12 @@ class KeyedLocks:
             for key in sorted(set(keys)):
                 lock = self._acquire_ref(key)
                 try:
-                    lock.acquire()
+                    if not lock.acquire(blocking=False):
+                        # The holder may be waiting on a download or for the
+                        # agent; so may this call, then, without keeping the
+                        # turn of calls for other volumes.
+                        with waiting():
+                            lock.acquire()
                 except BaseException:  # interrupted while waiting: the lock is not ours
                     self._release_ref(key)
                     raise

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 import grpc
 
 from csi_driver import mounts, recovery
+from csi_driver.admission import Slots
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.endpoint import claim_endpoint, listen_unix
 from csi_driver.identity import IdentityService
-from csi_driver.interceptors import InFlight, Outcomes, RejectUndecodable, register
+from csi_driver.interceptors import Admission, InFlight, Outcomes, RejectUndecodable, register
 from csi_driver.library import family as library_family
 from csi_driver.metrics import HttpServer, Metrics
 from csi_driver.node import NodeService
@@ -33,14 +34,17 @@ if TYPE_CHECKING:  # imported only when --kubelet-registration-path asks for it
 
 log = logging.getLogger("csi_driver.server")
 # A call is a few hundred microseconds of Python (which holds the GIL) around
-# a few tens of microseconds of syscalls (which release it). A few workers let
-# one call's syscalls overlap another's Python; more only add threads fighting
-# over the GIL. Calls beyond the pool queue and are served in order, and a
-# worker waiting on a per-volume lock always waits for a running call (locks
-# are only held inside handlers), so a small pool cannot deadlock. Measured
-# with bench/run.sh (2 CPUs, 32 concurrent callers): 32 workers served about
-# 900 publish+unpublish pairs/s, 4 workers 1,100, 3 workers 1,300.
-WORKERS = 3
+# a few tens of microseconds of syscalls (which release it). A few calls at a
+# time let one call's syscalls overlap another's Python; more only add threads
+# fighting over the GIL. Measured with bench/run.sh (2 CPUs, 32 concurrent
+# callers): 32 workers served about 900 publish+unpublish pairs/s, 4 workers
+# 1,100, 3 workers 1,300. So ``RUNNING`` calls run at once
+# (``admission.Slots``); the pool has ``WAITING`` more threads for calls that
+# gave their turn back to wait (a library download, a call for the same
+# volume), so those never hold up the calls for other volumes. Calls beyond
+# the pool queue and are served in order.
+RUNNING = 3
+WAITING = 29
 GRACE_SECONDS = 30.0
 
 
@@ -106,10 +110,11 @@ class Driver:
         self.sources.log_resolution()
         self.publisher.libraries = library_family.start(self.config, self.metrics.registry)
         self._adopt_published_volumes()
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS,
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=RUNNING + WAITING,
                                                         thread_name_prefix="csi"),
                              options=[("grpc.so_reuseport", 0)])
-        layers = [self._in_flight, Outcomes(self.metrics), RejectUndecodable()]
+        layers = [self._in_flight, Admission(Slots(RUNNING)), Outcomes(self.metrics),
+                  RejectUndecodable()]
         register(server, csi_pb2_grpc.add_IdentityServicer_to_server,
                  IdentityService(self.config), layers)
         register(server, csi_pb2_grpc.add_NodeServicer_to_server,

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 import grpc
 
 from csi_driver import mounts, targets
+from csi_driver.admission import waiting
 from csi_driver.config import Config
 from csi_driver.errors import RequestError, internal, precondition
 from csi_driver.library import preload
@@ -150,8 +151,10 @@ class LibraryCache(Libraries):
                 result = CACHE_HIT
                 if not self.store.has(digest):
                     result = DOWNLOADED
-                    self._pulls.run(digest, lambda: self._pull(image, digest, fetched, deadline),
-                                    deadline - time.monotonic())
+                    with waiting():  # a download must not hold up the calls of other volumes
+                        self._pulls.run(digest,
+                                        lambda: self._pull(image, digest, fetched, deadline),
+                                        deadline - time.monotonic())
                 fd = self._open_content(digest, image.content, ref)
             except BaseException:
                 self._unpin(digest)
@@ -175,8 +178,9 @@ class LibraryCache(Libraries):
             cached = self.db.tag(str(ref))
             if cached is not None and self.store.has(cached):
                 return cached, None
-        fetched = self._resolutions.run(str(ref), lambda: self._ask_registry(ref, deadline),
-                                        deadline - time.monotonic())
+        with waiting():
+            fetched = self._resolutions.run(str(ref), lambda: self._ask_registry(ref, deadline),
+                                            deadline - time.monotonic())
         return fetched.digest, fetched
 
     def _ask_registry(self, ref: ImageReference, deadline: float) -> Image:
