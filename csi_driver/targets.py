@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import grpc
 
 from csi_driver.errors import RequestError, invalid, precondition
+from csi_driver.resolve import open_beneath
 
 PATH_MAX = 4096
 NAME_MAX = 255
@@ -132,7 +133,15 @@ def descend(fd: int, names: Iterable[str], base: str) -> int:
     """From the directory behind ``fd`` (taken over: closed, or replaced by the
     result), open each of ``names`` in turn with ``O_NOFOLLOW``; return the fd
     of the last. ``base`` is ``fd``'s path, for ``Blocked.path``. The target's
-    side and the agent's side of a mount are both reached this way."""
+    side and the agent's side of a mount are both reached this way: in one
+    ``openat2`` where the kernel has it, else (and to name the component that
+    stopped a walk) one component at a time."""
+    names = list(names)
+    if names:
+        fast = open_beneath(fd, "/".join(names), _DIR_FLAGS)
+        if fast is not None:
+            os.close(fd)
+            return fast
     walked = base
     try:
         for name in names:
