@@ -164,6 +164,7 @@ class Driver:
             self._registration.stop()  # the kubelet deregisters the driver first
         log.info("stopping: waiting for in-flight calls", extra={"grace_seconds": grace})
         self._grpc.stop(grace)  # refuse new calls from here on
+        self.publisher.libraries.abort_pulls()  # a slow registry must not hold up the exit
         if not self._in_flight.wait_idle(grace):
             log.warning("grace period over; cancelling the calls still running")
         self._grpc.stop(0).wait()

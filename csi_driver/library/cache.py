@@ -114,6 +114,13 @@ class LibraryCache(Libraries):
         self._reconcile_store()
         self.timer.start()
 
+    def abort_pulls(self) -> None:
+        # Each waiting publish gets UNAVAILABLE, the kubelet retries it against the
+        # next driver process, and a pull cut short leaves only its scratch
+        # directory, which unwinding removes.
+        self.registry.abort("the pull was stopped because the driver is shutting down; "
+                            "the kubelet retries")
+
     def close(self) -> None:
         self.timer.stop()
         self.db.close()

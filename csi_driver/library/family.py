@@ -56,6 +56,10 @@ class Libraries:
     def reconcile(self, published: Mapping[str, Published]) -> None:
         """At start-up, after recovery: bring the links in line with the mounts."""
 
+    def abort_pulls(self) -> None:
+        """The driver is stopping: fail every download in progress and every later one,
+        so that no call keeps shutdown waiting on a registry."""
+
     def close(self) -> None:
         pass
 

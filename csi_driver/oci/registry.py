@@ -9,6 +9,8 @@ than the caller's limit is refused before it is requested.
 
 Every call is bounded by the caller's deadline (a ``time.monotonic()`` value)
 and makes its own connections, so one client serves any number of threads.
+``RegistryClient.abort`` ends every call in progress and refuses later ones:
+a stopping driver must not wait for a slow registry.
 Nothing is retried here beyond re-authenticating once: the kubelet retries the
 whole publish, and an UNAVAILABLE status tells it to.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -106,11 +109,13 @@ class _Pull:
         self.key = (registry_key(ref.registry), ref.repository)
 
     def __enter__(self) -> _Pull:
+        self.client._track(self.connections)
         self.connections.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.connections.__exit__(None, None, None)
+        self.client._untrack(self.connections)
 
     def error(self, code: grpc.StatusCode, text: str) -> RegistryError:
         return RegistryError(code, f"{self.subject}: {text}")
@@ -274,6 +279,27 @@ class RegistryClient:
         self.variant = host_variant() if platform is None else ""
         self.timeout = timeout  # the longest any one network wait may take, within a call's deadline
         self.tokens = TokenCache()
+        self._lock = threading.Lock()
+        self._live: set[Connections] = set()
+        self._aborted: str | None = None
+
+    def abort(self, reason: str) -> None:
+        """Fail every call in progress, and every later one, with UNAVAILABLE naming ``reason``."""
+        with self._lock:
+            self._aborted = reason
+            live = list(self._live)
+        for connections in live:
+            connections.abort(reason)
+
+    def _track(self, connections: Connections) -> None:
+        with self._lock:
+            if self._aborted is not None:
+                raise RegistryError(grpc.StatusCode.UNAVAILABLE, f"{connections.subject}: {self._aborted}")
+            self._live.add(connections)
+
+    def _untrack(self, connections: Connections) -> None:
+        with self._lock:
+            self._live.discard(connections)
 
     def resolve(self, ref: ImageReference, deadline: float) -> Image:
         """The manifest for this node's platform that ``ref`` names, and its layers."""

@@ -5,6 +5,7 @@ connection per origin for the few requests the pull makes, and when the
 pull's deadline passes a timer shuts every socket it opened, so no step, not
 even a server that trickles its headers a byte at a time, outlives the
 deadline. Each socket read is also bounded by the client's inactivity timeout.
+``abort`` does the same at once, for a driver that is stopping.
 
 HTTPS with the system's certificate authorities and default verification;
 plain HTTP only to loopback addresses (test registries, a node-local mirror).
@@ -144,6 +145,7 @@ class Connections:
         self._sockets: list[socket.socket] = []  # every socket opened, for the deadline timer
         self._lock = threading.Lock()
         self._expired = False
+        self._aborted: str | None = None  # why ``abort`` ended the pull early
         self._timer = threading.Timer(self._budget, self._expire)
         self._timer.daemon = True
 
@@ -163,6 +165,12 @@ class Connections:
                 sock.close()  # also those a connection let go of with an unfinished response
             self._sockets.clear()
 
+    def abort(self, reason: str) -> None:
+        """End the pull now: every wait fails with UNAVAILABLE ``reason``."""
+        with self._lock:
+            self._aborted = reason
+        self._expire()
+
     def _expire(self) -> None:
         with self._lock:
             self._expired = True
@@ -181,6 +189,9 @@ class Connections:
         return left
 
     def timed_out(self) -> RegistryError:
+        """Why the pull can go no further: its deadline passed, or it was aborted."""
+        if self._aborted is not None:
+            return RegistryError(grpc.StatusCode.UNAVAILABLE, f"{self.subject}: {self._aborted}")
         if self._budget <= 0:
             return RegistryError(grpc.StatusCode.UNAVAILABLE,
                                  f"{self.subject}: timed out: no time was left for this pull")

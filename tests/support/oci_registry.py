@@ -84,7 +84,8 @@ _PATH = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs|tags)/(?P<ref>[
 _names = itertools.count(1)
 # How long a STALL or TRICKLE fault holds back a response before giving in and
 # answering normally: a client that ignores its deadline then gets its answer
-# and fails its test, instead of hanging it.
+# and fails its test, instead of hanging it. A test may lengthen it for itself
+# (``OciRegistry.fault_seconds``, back to this on ``reset``).
 FAULT_SECONDS = 10.0
 
 
@@ -342,8 +343,8 @@ class _TokenHandler(BaseHTTPRequestHandler):
 
 class Fault(enum.Enum):
     UNAVAILABLE = "answer 503"
-    STALL = "send nothing for FAULT_SECONDS"
-    TRICKLE = "send the body a byte every 0.2 s for FAULT_SECONDS"
+    STALL = "send nothing for fault_seconds"
+    TRICKLE = "send the body a byte every 0.2 s for fault_seconds"
     TRUNCATE = "send half the body, then close"
     CORRUPT = "flip one byte of the body"
     REDIRECT = "redirect to the registry's own address, as registries do to blob storage"
@@ -397,7 +398,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if fault is Fault.UNAVAILABLE:
             self._send_error_body(503)
             return
-        if fault is Fault.STALL and registry._released.wait(FAULT_SECONDS):
+        held = registry._released
+        if fault is Fault.STALL and held.wait(registry.fault_seconds) and held.hang_up:
             self.close_connection = True  # the test is over: just hang up
             return
         if fault is Fault.REDIRECT:
@@ -447,15 +449,18 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.wfile.write(data[: len(data) // 2])
             self.close_connection = True
         elif fault is Fault.TRICKLE:
-            self._trickle(data, registry._released)
+            self._trickle(data, registry._released, registry.fault_seconds)
         else:
             self.wfile.write(data)
 
-    def _trickle(self, data: bytes, released: threading.Event) -> None:
-        give_in = time.monotonic() + FAULT_SECONDS
+    def _trickle(self, data: bytes, released: _Release, seconds: float) -> None:
+        give_in = time.monotonic() + seconds
         for offset in range(len(data)):
             if released.wait(0.2):
-                self.close_connection = True
+                if released.hang_up:
+                    self.close_connection = True
+                else:
+                    self.wfile.write(data[offset:])
                 return
             if time.monotonic() > give_in:
                 self.wfile.write(data[offset:])
@@ -465,6 +470,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
 
 # --- the registry --------------------------------------------------------------------------------------
+
+
+class _Release(threading.Event):
+    """Set when the responses faults hold back are let go: hung up on (``reset``),
+    or answered as if nothing had held them (``release``)."""
+
+    hang_up = True
 
 
 class Auth(enum.Enum):
@@ -491,8 +503,9 @@ class OciRegistry:
     _proxy: ThreadingHTTPServer | None = None
     _requests: list[RecordedRequest] = field(default_factory=list)
     _faults: list[tuple[str, Fault]] = field(default_factory=list)
+    fault_seconds: float = FAULT_SECONDS  # how long STALL and TRICKLE hold a response at most
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _released: threading.Event = field(default_factory=threading.Event)
+    _released: _Release = field(default_factory=_Release)
 
     # Addresses ------------------------------------------------------------------------------------------
     @property
@@ -611,11 +624,21 @@ class OciRegistry:
             return next((fault for match, fault in self._faults if match in path), None)
 
     def reset(self) -> None:
-        """Forget recorded requests, lift every fault and release stalled responses."""
+        """Forget recorded requests, lift every fault and hang up on the responses they held."""
         with self._lock:
             self._requests.clear()
             self._faults.clear()
-            released, self._released = self._released, threading.Event()
+            self.fault_seconds = FAULT_SECONDS
+            released, self._released = self._released, _Release()
+        released.set()
+
+    def release(self) -> None:
+        """Lift every fault; the responses held back go on as if never held (recorded
+        requests are kept)."""
+        with self._lock:
+            self._faults.clear()
+            released, self._released = self._released, _Release()
+        released.hang_up = False
         released.set()
 
     # Pushing ----------------------------------------------------------------------------------------------
