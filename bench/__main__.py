@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # tests/support: DemoAgent, DriverProcess
 
-from bench import driver_calls, floor, kubelet_faithful
+from bench import driver_calls, floor, kubelet_faithful, library
 from bench.driver_calls import TYPES, Kubelet
 from bench.mount_table import Filler
 from bench.stats import Section, fmt_count, fmt_mb, fmt_ratio, fmt_seconds, percentile
@@ -47,17 +47,19 @@ class Plan:
     kf_serial: int  # kubelet-faithful pairs, one caller, per server, per size in kubelet_faithful.SIZES
     kf_concurrent: int  # kubelet-faithful pairs at 32 callers, per server, per size
     kf_memory_pairs: int  # kubelet-faithful pairs the driver answers before its RSS is read again
+    library_pairs: int  # cached DatadogLibrary pairs, and as many socket-volume pairs beside them
+    library_download_mb: int  # size of the library pulled from the loopback registry
     rounds: int  # passes over the mount-table sizes; each count above is split over them
 
 
 FULL = Plan(floor_pairs=4000, exec_pairs=60, statx_checks=8000, mountinfo_checks=40,
             latency_per_type=500, throughput_pairs=600, warmup_pairs=200,
             memory_cycles=3000, cold_starts=5, kf_serial=1000, kf_concurrent=1000,
-            kf_memory_pairs=10_000, rounds=4)
+            kf_memory_pairs=10_000, library_pairs=300, library_download_mb=50, rounds=4)
 QUICK = Plan(floor_pairs=50, exec_pairs=3, statx_checks=50, mountinfo_checks=3,
              latency_per_type=10, throughput_pairs=64, warmup_pairs=20,
              memory_cycles=200, cold_starts=1, kf_serial=10, kf_concurrent=64,
-             kf_memory_pairs=200, rounds=1)
+             kf_memory_pairs=200, library_pairs=10, library_download_mb=5, rounds=1)
 
 # Targets: what each figure must reach (the kubelet-faithful ones are in
 # bench/kubelet_faithful.py). The floor ratio and the pairs/s of [4] are shown
@@ -159,6 +161,13 @@ def measure(plan: Plan, quick: bool, work: str) -> int:
     rss_after = driver_calls.rss_kib(driver.process.pid)
     driver.stop()
 
+    # 11. library volumes, before any filler mount (the library rows compare with a
+    # socket volume measured beside them, not with the other sections).
+    progress(f"library volumes: {plan.library_pairs:,} cached pairs, a {plan.library_download_mb} MB pull")
+    os.makedirs(os.path.join(work, "library"))
+    lib = library.measure(os.path.join(work, "library"), kube.root, agent.dsd_path, agent.apm_path,
+                          plan.library_pairs, plan.library_download_mb)
+
     # 1-5, at each mount-table size, against one driver process that shares
     # this namespace (so it sees every filler mount). The sizes are visited in
     # several rounds, up and down, so that a noisy spell on the machine falls on
@@ -207,6 +216,7 @@ def measure(plan: Plan, quick: bool, work: str) -> int:
 
     # 7 again, on the full node: start-up reads the mount table once to adopt
     # earlier mounts, so this shows what that costs at 10,000 mounts.
+    filler.resize(SIZES[-1])  # the rounds may have ended on another size
     progress(f"cold start at {SIZES[-1]:,} filler mounts")
     starts_full = []
     for i in range(plan.cold_starts):
@@ -216,7 +226,7 @@ def measure(plan: Plan, quick: bool, work: str) -> int:
     agent.stop()
 
     print(report(plan, quick, baseline_mounts, results, {0: starts, SIZES[-1]: starts_full},
-                 rss_idle, rss_after, kf))
+                 rss_idle, rss_after, kf, lib))
     return 0
 
 
@@ -226,12 +236,12 @@ class KubeletFaithfulServers:
 
     def __init__(self, work: str, new_driver: Callable[[str], tuple[DriverProcess, float]],
                  kf: kubelet_faithful.Results) -> None:
-        progress("kubelet-faithful servers: a driver, the Python and the Go no-op servers")
+        progress("kubelet-faithful servers: a driver, the Python (sync and aio) and Go no-op servers")
         self.kf = kf
         self.driver, _ = new_driver("kubelet-faithful")
         self.noops: dict[str, kubelet_faithful.NoopServer] = {}
         atexit.register(self.stop)  # a run that fails half-way leaves no server behind
-        for i, server in enumerate((kubelet_faithful.PYTHON_NOOP, kubelet_faithful.GO_NOOP)):
+        for i, server in enumerate(kubelet_faithful.NOOPS):
             self.noops[server] = kubelet_faithful.NoopServer(server, os.path.join(work, f"noop{i}"))
         self.endpoints = {kubelet_faithful.DRIVER: self.driver.socket_path,
                           **{server: noop.endpoint for server, noop in self.noops.items()}}
@@ -304,7 +314,7 @@ def _latency_section(results: dict) -> Section:
 
 def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
            starts: dict[int, list[float]], rss_idle: dict[str, int], rss_after: dict[str, int],
-           kf: kubelet_faithful.Results) -> str:
+           kf: kubelet_faithful.Results, lib: library.Results) -> str:
     out = [
         f"Datadog CSI node driver benchmark ({'quick: counts too small to judge' if quick else 'full'})",
         f"Linux {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
@@ -349,6 +359,7 @@ def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
 
     st = Section("Targets and ratios", ("ratio", "value", "target", ""))
     kubelet_faithful.add_targets(st, kf)
+    library.add_targets(st, lib)
     st.add(f"publish+unpublish p50 over the floor ({SIZES[0]} mounts)", fmt_ratio(floor_ratio), "", "")
     st.add(f"pair p99 at {SIZES[-1]:,} mounts over p99 at {SIZES[0]}", fmt_ratio(p99_growth),
            f"<= {P99_GROWTH_MAX:g}x", verdict(p99_growth <= P99_GROWTH_MAX))
@@ -374,7 +385,8 @@ def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
            fmt_ratio(p50(large["mountinfo"]) / p50(large["statx"])), "", "")
 
     sections = [s1, s2, s3, s4, s6, s7, kubelet_faithful.calls_section(kf),
-                kubelet_faithful.cold_section(kf), kubelet_faithful.memory_section(kf), st]
+                kubelet_faithful.cold_section(kf), kubelet_faithful.memory_section(kf),
+                library.library_section(lib), st]
     return "\n".join(out) + "\n\n" + "\n\n".join(s.render() for s in sections) + "\n"
 
 

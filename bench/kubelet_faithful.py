@@ -9,6 +9,7 @@ module runs it against three servers in the same namespace:
 
 - this driver;
 - ``bench.noop_server``: grpcio, synchronous, every answer empty (the Python floor);
+- the same on ``grpc.aio``: whether grpcio's other server model would be faster;
 - the Go program's ``serve-noop`` (the grpc-go floor).
 
 It also times cold starts with the Go client's ``probe-wait`` and reads the
@@ -35,7 +36,9 @@ CALLERS = 32
 VOLUME_TYPE = "DSDSocketDirectory"
 WARMUP = 3  # untimed pairs at the start of every client run (its first dial is slower)
 DRIVER, PYTHON_NOOP, GO_NOOP = "this driver", "Python no-op server (grpcio, sync)", "Go no-op server (grpc-go)"
-SERVERS = (DRIVER, PYTHON_NOOP, GO_NOOP)
+PYTHON_AIO_NOOP = "Python no-op server (grpcio, grpc.aio)"
+NOOPS = (PYTHON_NOOP, PYTHON_AIO_NOOP, GO_NOOP)
+SERVERS = (DRIVER, *NOOPS)
 
 
 class KubeletClientFailed(RuntimeError):
@@ -99,9 +102,29 @@ def import_grpc_seconds() -> float:
     return time.perf_counter() - started
 
 
+IMPORT_FLOOR = 'python -c "import grpc" + the CSI stubs'
+_IMPORT_FLOOR_CODE = """import grpc
+from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
+for line in open("/proc/self/status"):
+    if line.startswith(("VmRSS:", "VmHWM:")):
+        print(line.split()[0], line.split()[1])
+"""
+
+
+def import_floor_rss_kib() -> dict[str, int]:
+    """VmRSS of a process that has only imported grpc and the CSI stubs: what any
+    grpcio CSI server holds before it serves anything."""
+    done = subprocess.run([sys.executable, "-c", _IMPORT_FLOOR_CODE], check=True, capture_output=True,
+                          text=True)
+    return {key.rstrip(":"): int(value) for key, value in
+            (line.split() for line in done.stdout.splitlines())}
+
+
 def noop_command(server: str, endpoint: str) -> list[str]:
     if server == PYTHON_NOOP:
         return [sys.executable, "-m", "bench.noop_server", "--endpoint", endpoint]
+    if server == PYTHON_AIO_NOOP:
+        return [sys.executable, "-m", "bench.noop_server", "--aio", "--endpoint", endpoint]
     return [client_path(), "serve-noop", "-endpoint", endpoint]
 
 
@@ -148,6 +171,7 @@ class Results:
     import_grpc: list[float] = field(default_factory=list)
     rss_idle: dict[str, dict[str, int]] = field(default_factory=dict)  # by server
     rss_after: dict[str, int] = field(default_factory=dict)  # the driver's
+    import_floor_rss: dict[str, int] = field(default_factory=dict)
     driver_pairs: int = 0  # pairs the measured driver answered, warm-ups included
 
     def add_serial(self, server: str, size: int, run: Run) -> None:
@@ -206,13 +230,14 @@ def measure_cold_starts(results: Results, count: int, workdir: str,
     for i in range(count):
         command, endpoint, log_path, env = driver(os.path.join(workdir, f"driver{i}"))
         results.cold[DRIVER].append(cold_start(command, endpoint, log_path, env))
-        for n, server in enumerate((PYTHON_NOOP, GO_NOOP)):
+        for n, server in enumerate(NOOPS):
             directory = os.path.join(workdir, f"noop{n}-{i}")
             os.makedirs(directory)
             endpoint = os.path.join(directory, "csi.sock")
             results.cold[server].append(cold_start(noop_command(server, endpoint), endpoint,
                                                    os.path.join(directory, "server.log")))
         results.import_grpc.append(import_grpc_seconds())
+    results.import_floor_rss = import_floor_rss_kib()
 
 
 # Targets: the driver against the floors measured in the same run.
@@ -267,9 +292,11 @@ def memory_section(results: Results) -> Section:
     s.add(f"{DRIVER}, after {results.driver_pairs:,} kubelet-faithful pairs", fmt_mb(after["VmRSS"]),
           fmt_mb(after["VmHWM"]))
     s.add(f"{DRIVER}, growth", fmt_mb(after["VmRSS"] - idle["VmRSS"]), "")
-    for server in (PYTHON_NOOP, GO_NOOP):
+    for server in NOOPS:
         rss = results.rss_idle[server]
         s.add(f"{server}, idle after start", fmt_mb(rss["VmRSS"]), fmt_mb(rss["VmHWM"]))
+    floor = results.import_floor_rss
+    s.add(f"{IMPORT_FLOOR}, after the imports", fmt_mb(floor["VmRSS"]), fmt_mb(floor["VmHWM"]))
     return s
 
 
@@ -301,5 +328,7 @@ def add_targets(st: Section, results: Results) -> None:
            fmt_ratio(cold / statistics.median(results.import_grpc)), "", "")
     st.add("kubelet-faithful RSS idle", fmt_mb(idle), f"<= {fmt_mb(RSS_IDLE_MAX_KIB)}",
            _verdict(idle <= RSS_IDLE_MAX_KIB))
+    st.add(f"  beside it: RSS idle over {IMPORT_FLOOR}",
+           fmt_ratio(idle / results.import_floor_rss["VmRSS"]), "", "")
     st.add(f"kubelet-faithful RSS growth over {results.driver_pairs:,} pairs", fmt_mb(growth),
            f"< {fmt_mb(RSS_GROWTH_MAX_KIB)}", _verdict(growth < RSS_GROWTH_MAX_KIB))

@@ -6,12 +6,15 @@
 NodeUnpublishVolume, NodeGetInfo) on the Unix socket PATH until SIGTERM, every
 answer an empty message. It is built as the driver's server is (a synchronous
 ``grpc.server`` on a thread pool, the same stubs), so a driver call's time
-over this server's is what the driver's own work costs.
+over this server's is what the driver's own work costs. With ``--aio`` it
+serves the same answers from ``grpc.aio`` (one event loop, no thread pool
+handoff), the other server model grpcio offers.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import sys
 import threading
@@ -74,12 +77,52 @@ def serve(endpoint: str, workers: int) -> None:
     server.stop(grace=None).wait()
 
 
+class AioIdentity(csi_pb2_grpc.IdentityServicer):
+    async def GetPluginInfo(self, request: csi_pb2.GetPluginInfoRequest,
+                            context: grpc.aio.ServicerContext) -> csi_pb2.GetPluginInfoResponse:
+        return csi_pb2.GetPluginInfoResponse(name="noop.bench.csi", vendor_version="0.0.0")
+
+    async def Probe(self, request: csi_pb2.ProbeRequest,
+                    context: grpc.aio.ServicerContext) -> csi_pb2.ProbeResponse:
+        return csi_pb2.ProbeResponse()
+
+
+class AioNode(csi_pb2_grpc.NodeServicer):
+    async def NodePublishVolume(self, request: csi_pb2.NodePublishVolumeRequest,
+                                context: grpc.aio.ServicerContext) -> csi_pb2.NodePublishVolumeResponse:
+        return csi_pb2.NodePublishVolumeResponse()
+
+    async def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest,
+                                  context: grpc.aio.ServicerContext
+                                  ) -> csi_pb2.NodeUnpublishVolumeResponse:
+        return csi_pb2.NodeUnpublishVolumeResponse()
+
+
+async def serve_aio(endpoint: str) -> None:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    csi_pb2_grpc.add_IdentityServicer_to_server(AioIdentity(), server)
+    csi_pb2_grpc.add_NodeServicer_to_server(AioNode(), server)
+    if server.add_insecure_port(f"unix://{endpoint}") == 0:
+        raise SystemExit(f"noop_server: cannot listen on {endpoint}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await server.start()
+    await stop.wait()
+    await server.stop(None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.noop_server", description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", required=True, help="the Unix socket path to serve on")
     parser.add_argument("--workers", type=int, default=WORKERS, help="threads in the server's pool")
+    parser.add_argument("--aio", action="store_true", help="serve from grpc.aio instead of a thread pool")
     args = parser.parse_args(argv)
-    serve(args.endpoint, args.workers)
+    if args.aio:
+        asyncio.run(serve_aio(args.endpoint))
+    else:
+        serve(args.endpoint, args.workers)
     return 0
 
 

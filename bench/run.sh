@@ -4,8 +4,9 @@
 #   bench/run.sh [--quick]
 #
 # Sets up .venv (scripts/setup-dev.sh; skipped when CSI_BENCH_SKIP_SETUP=1 and
-# the venv exists) and the Go kubelet-faithful client
-# (scripts/build-kubelet-client.sh), then re-runs itself as root inside a private mount
+# the venv exists), the Go kubelet-faithful client (scripts/build-kubelet-client.sh)
+# and the OCI registry the library rows pull from (scripts/install-registry.sh),
+# then re-runs itself as root inside a private mount
 # namespace: every mount it makes, including the thousands of filler mounts,
 # disappears with that namespace. Prints one table; see bench/README.md.
 set -euo pipefail
@@ -23,6 +24,8 @@ if [[ -z "${CSI_BENCH_HOST_MOUNT_NS:-}" ]]; then
     # The kubelet-faithful caller and no-op Go server (skipped when built from these sources).
     CSI_BENCH_KUBELET_CLIENT="$(scripts/build-kubelet-client.sh)"
     export CSI_BENCH_KUBELET_CLIENT
+    # The registry the library rows pull from (skipped when the pinned version is installed).
+    scripts/install-registry.sh >/dev/null
     CSI_BENCH_HOST_MOUNT_NS="$(readlink /proc/self/ns/mnt)"
     export CSI_BENCH_HOST_MOUNT_NS
     exec unshare --mount --propagation private -- "$0" "$@"

@@ -34,13 +34,16 @@ ROWS = [
 ]
 SECTIONS = ("[1] Floor", "[2] Reference approaches", "[3] Latency", "[4] Throughput",
             "[6] Driver resident memory", "[7] Cold start", "[8] Kubelet-faithful calls",
-            "[9] Kubelet-faithful cold start", "[10] Kubelet-faithful memory", "Targets and ratios")
-# The kubelet-faithful section compares three servers at two mount-table sizes.
-SERVERS = ("this driver", "Python no-op server (grpcio, sync)", "Go no-op server (grpc-go)")
+            "[9] Kubelet-faithful cold start", "[10] Kubelet-faithful memory", "[11] Library volumes",
+            "Targets and ratios")
+# The kubelet-faithful section compares four servers at two mount-table sizes.
+SERVERS = ("this driver", "Python no-op server (grpcio, sync)", "Python no-op server (grpcio, grpc.aio)",
+           "Go no-op server (grpc-go)")
 KF_SIZES = ("10", "10,000")
 KF_COLD = (*SERVERS, 'python -c "import grpc"')
 KF_MEMORY = ("this driver, idle after start", "this driver, after", "this driver, growth",
-             *(f"{server}, idle after start" for server in SERVERS[1:]))
+             *(f"{server}, idle after start" for server in SERVERS[1:]),
+             'python -c "import grpc" + the CSI stubs, after the imports')
 TARGETS = (
     "kubelet-faithful pair p50 over the Python no-op's",
     "kubelet-faithful pair p50 over the Go no-op's",
@@ -54,12 +57,15 @@ TARGETS = (
     "RSS idle",
     "RSS growth over",
     "cold start (median;",
+    "cached DatadogLibrary pair p50 over DSDSocketDirectory's",
 )
 # Shown for information only: no verdict.
 INFORMATION = (
     "publish+unpublish p50 over the floor",
     "32 callers, pairs/s on one channel",
     'cold start over python -c "import grpc"',
+    'RSS idle over python -c "import grpc" + the CSI stubs',
+    "library pull MB/s over cat's of the same",
 )
 TIME = r"[\d.]+ (us|ms|s)"
 
@@ -93,6 +99,7 @@ def test_quick_benchmark_prints_every_row():
         else:
             assert matching, f"row {label!r} missing:\n{out}"
     assert_kubelet_faithful_rows(out)
+    assert_library_rows(out)
     throughput = [line for line in lines if re.match(r"\s+(10|1,000|10,000)\s+[\d,]+\s+[\d,]+\s+[\d,]+$", line)]
     assert len(throughput) == len(SIZES), f"throughput rows missing:\n{out}"
     targets = section(out, "Targets and ratios")
@@ -122,3 +129,14 @@ def assert_kubelet_faithful_rows(out: str) -> None:
     for label in KF_MEMORY:
         assert any(line.strip().startswith(label) and re.search(r"[\d.]+ MB", line) for line in memory), \
             f"memory row {label!r} missing:\n{out}"
+
+
+def assert_library_rows(out: str) -> None:
+    rows = section(out, "[11] Library volumes")
+    for pct in ("p50", "p99"):
+        cells = rf"\s{TIME}\s+DSDSocketDirectory {TIME}\s+[\d.]+x$"
+        assert any(line.strip().startswith(f"cached DatadogLibrary publish+unpublish {pct}")
+                   and re.search(cells, line) for line in rows), f"library {pct} row missing:\n{out}"
+    pull = rf"\s[\d,]+ MB/s in {TIME}\s+cat [\d,]+ MB/s\s+[\d.]+x$"
+    assert any(line.strip().startswith("pull of a ") and re.search(pull, line) for line in rows), \
+        f"library pull row missing:\n{out}"
