@@ -206,7 +206,8 @@ def measure(plan: Plan, quick: bool, work: str) -> int:
                 r["throughput"][c].append((pairs, driver_calls.throughput(driver, kube, c, pairs)))
             if size in kubelet_faithful.SIZES:
                 kubelet_faithful.measure_round(kf, kf_servers.endpoints, kube.root, size, round_,
-                                               share(plan.kf_serial), share(plan.kf_concurrent))
+                                               share(plan.kf_serial), share(plan.kf_concurrent),
+                                               kf_servers.pids)
     for r in results.values():  # pairs/s over all rounds: total pairs over total time
         r["throughput"] = {c: sum(n for n, _ in runs) / sum(n / rate for n, rate in runs)
                            for c, runs in r["throughput"].items()}
@@ -243,6 +244,8 @@ class KubeletFaithfulServers:
         atexit.register(self.stop)  # a run that fails half-way leaves no server behind
         for i, server in enumerate(kubelet_faithful.NOOPS):
             self.noops[server] = kubelet_faithful.NoopServer(server, os.path.join(work, f"noop{i}"))
+        self.pids = {kubelet_faithful.DRIVER: self.driver.process.pid,
+                     **{server: noop.pid for server, noop in self.noops.items()}}
         self.endpoints = {kubelet_faithful.DRIVER: self.driver.socket_path,
                           **{server: noop.endpoint for server, noop in self.noops.items()}}
         time.sleep(0.5)
@@ -386,7 +389,7 @@ def report(plan: Plan, quick: bool, baseline_mounts: int, results: dict,
 
     sections = [s1, s2, s3, s4, s6, s7, kubelet_faithful.calls_section(kf),
                 kubelet_faithful.cold_section(kf), kubelet_faithful.memory_section(kf),
-                library.library_section(lib), st]
+                library.library_section(lib), kubelet_faithful.cost_section(kf), st]
     return "\n".join(out) + "\n\n" + "\n\n".join(s.render() for s in sections) + "\n"
 
 

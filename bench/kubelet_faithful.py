@@ -172,6 +172,8 @@ class Results:
     rss_idle: dict[str, dict[str, int]] = field(default_factory=dict)  # by server
     rss_after: dict[str, int] = field(default_factory=dict)  # the driver's
     import_floor_rss: dict[str, int] = field(default_factory=dict)
+    # Per server, over its 32-caller runs: pairs, CPU seconds, voluntary context switches.
+    cost: dict[str, list[float]] = field(default_factory=dict)
     driver_pairs: int = 0  # pairs the measured driver answered, warm-ups included
 
     def add_serial(self, server: str, size: int, run: Run) -> None:
@@ -199,15 +201,39 @@ class Results:
         return statistics.median(self.cold[server])
 
 
+def process_cost(pid: int) -> tuple[float, int]:
+    """CPU seconds (user and system) and voluntary context switches of every thread of ``pid``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    switches = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as status:
+                for line in status:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        switches += int(line.split()[1])
+        except FileNotFoundError:  # a thread that ended meanwhile
+            pass
+    return cpu, switches
+
+
 def measure_round(results: Results, endpoints: dict[str, str], kubelet_root: str, size: int,
-                  round_: int, serial: int, concurrent: int) -> None:
+                  round_: int, serial: int, concurrent: int, pids: dict[str, int] | None = None
+                  ) -> None:
     """One round at one mount-table size: each server in turn, the order rotated per round
     so that no server always follows the same one."""
     order = SERVERS[round_ % len(SERVERS):] + SERVERS[:round_ % len(SERVERS)]
     for server in order:
         run = pairs(endpoints[server], kubelet_root, serial)
         results.add_serial(server, size, run)
+        before = process_cost(pids[server]) if pids else None
         rate = pairs(endpoints[server], kubelet_root, concurrent, callers=CALLERS, warmup=CALLERS)
+        if pids and before is not None:
+            after = process_cost(pids[server])
+            total = results.cost.setdefault(server, [0.0, 0.0, 0.0])
+            for i, value in enumerate((rate.pairs, after[0] - before[0], after[1] - before[1])):
+                total[i] += value
         results.add_rate(server, size, rate)
         if server == DRIVER:
             results.driver_pairs += run.pairs + rate.pairs
@@ -268,6 +294,20 @@ def calls_section(results: Results) -> Section:
                   fmt_seconds(percentile(run.unpublish, 50)), fmt_count(results.rate(server, size)),
                   fmt_ratio(results.p50(server, size) / results.p50(PYTHON_NOOP, size)),
                   fmt_ratio(results.p50(server, size) / results.p50(GO_NOOP, size)))
+    return s
+
+
+def cost_section(results: Results) -> Section:
+    """What a pair costs each server at 32 callers: the CPU that bounds pairs/s on a
+    busy node, and the thread switches behind much of it."""
+    s = Section(f"[12] Kubelet-faithful cost per pair at {CALLERS} callers (server process, all threads)",
+                ("server", "pairs", "CPU per pair", "voluntary context switches per pair",
+                 "CPU vs Python no-op"))
+    reference = results.cost[PYTHON_NOOP][1] / results.cost[PYTHON_NOOP][0]
+    for server in SERVERS:
+        count, cpu, switches = results.cost[server]
+        s.add(server, fmt_count(count), fmt_seconds(cpu / count), f"{switches / count:.1f}",
+              fmt_ratio(cpu / count / reference))
     return s
 
 

@@ -34,17 +34,18 @@ if TYPE_CHECKING:  # imported only when --kubelet-registration-path asks for it
 
 log = logging.getLogger("csi_driver.server")
 # A call is a few hundred microseconds of Python (which holds the GIL) around
-# a few tens of microseconds of syscalls (which release it). A few calls at a
-# time let one call's syscalls overlap another's Python; more only add threads
-# fighting over the GIL. Measured with bench/run.sh (2 CPUs, 32 concurrent
-# callers): 32 workers served about 900 publish+unpublish pairs/s, 4 workers
-# 1,100, 3 workers 1,300. So ``RUNNING`` calls run at once
-# (``admission.Slots``); the pool has ``WAITING`` more threads for calls that
-# gave their turn back to wait (a library download, a call for the same
-# volume), so those never hold up the calls for other volumes. Calls beyond
-# the pool queue and are served in order.
-RUNNING = 3
-WAITING = 29
+# a few dozen syscalls, each of which releases it. When other threads wait for
+# the GIL, every such release hands it over: two context switches per syscall
+# (bench/run.sh section [12]). So one call runs handler code at a time
+# (``admission.Slots``): with the kubelet's connection per call and 32 callers
+# that took CPU per pair from 3.1 to 2.2-2.5 ms and voluntary context switches
+# from 62 to 22-35 per pair against three at a time, and served as many or
+# more pairs/s. The pool has ``WAITING`` more threads for calls that gave their
+# turn back to wait (a library download, the agent's socket, a call for the
+# same volume), so those never hold up the calls for other volumes. Calls
+# beyond the pool queue and are served in order.
+RUNNING = 1
+WAITING = 31
 GRACE_SECONDS = 30.0
 
 

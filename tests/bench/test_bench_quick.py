@@ -35,6 +35,7 @@ ROWS = [
 SECTIONS = ("[1] Floor", "[2] Reference approaches", "[3] Latency", "[4] Throughput",
             "[6] Driver resident memory", "[7] Cold start", "[8] Kubelet-faithful calls",
             "[9] Kubelet-faithful cold start", "[10] Kubelet-faithful memory", "[11] Library volumes",
+            "[12] Kubelet-faithful cost per pair",
             "Targets and ratios")
 # The kubelet-faithful section compares four servers at two mount-table sizes.
 SERVERS = ("this driver", "Python no-op server (grpcio, sync)", "Python no-op server (grpcio, grpc.aio)",
@@ -125,6 +126,10 @@ def assert_kubelet_faithful_rows(out: str) -> None:
     for process in KF_COLD:
         assert any(line.strip().startswith(process) and re.search(rf"\s\d+\s+{TIME}\s+{TIME}\s+[\d.]+x$", line)
                    for line in cold), f"cold-start row {process!r} missing:\n{out}"
+    cost = section(out, "[12] Kubelet-faithful cost per pair")
+    for server in SERVERS:
+        assert any(line.strip().startswith(server) and re.search(rf"\s[\d,]+\s+{TIME}\s+[\d.]+\s+[\d.]+x$", line)
+                   for line in cost), f"cost row {server!r} missing:\n{out}"
     memory = section(out, "[10] Kubelet-faithful memory")
     for label in KF_MEMORY:
         assert any(line.strip().startswith(label) and re.search(r"[\d.]+ MB", line) for line in memory), \
