@@ -175,7 +175,7 @@ def measure(plan: Plan, quick: bool, work: str) -> int:
     driver, _ = new_driver("main")
     driver_calls.cycles(driver, kube, plan.warmup_pairs)
     kf_servers = KubeletFaithfulServers(work, new_driver, kf)
-    results = {size: {"floor_fd": [], "floor_plain": [], "floor_crowded": [], "exec": [],
+    results = {size: {"floor_fd": [], "floor_plain": [], "floor_crowded": [], "floor_crowded_cold": [], "exec": [],
                       "statx": [], "mountinfo": [], "empty": [],
                       "latency": driver_calls.Latencies.empty(),
                       "throughput": {c: [] for c in CALLERS}} for size in SIZES}
@@ -195,6 +195,8 @@ def measure(plan: Plan, quick: bool, work: str) -> int:
                                                           share(plan.floor_pairs))
             r["floor_crowded"] += floor.pair_plain_syscalls(crowded_source, floor_target,
                                                             share(plan.floor_pairs))
+            r["floor_crowded_cold"] += floor.pair_plain_syscalls(
+                crowded_source, floor_target, max(1, share(plan.floor_pairs) // 20), cold_caches=True)
             r["exec"] += floor.pair_exec(agent.dsd_path, floor_target, share(plan.exec_pairs))
             r["statx"] += floor.check_statx(filler.last, share(plan.statx_checks))
             r["mountinfo"] += floor.check_mountinfo(filler.last, share(plan.mountinfo_checks))
@@ -279,6 +281,9 @@ def _floor_sections(results: dict) -> tuple[Section, Section]:
     for size, r in results.items():
         s1.add("mount(2) + umount2(2), source on the fillers' mount", fmt_count(size),
                fmt_seconds(p50(r["floor_crowded"])), fmt_seconds(p99(r["floor_crowded"])))
+    for size, r in results.items():
+        s1.add("the same, CPU caches evicted before each pair", fmt_count(size),
+               fmt_seconds(p50(r["floor_crowded_cold"])), fmt_seconds(p99(r["floor_crowded_cold"])))
 
     s2 = Section("[2] Reference approaches",
                  ("operation", "filler mounts", "p50", "p99", "p50 vs ours"))

@@ -22,6 +22,7 @@ ROWS = [
     ("csi_driver.mounts (open_tree/move_mount, umount2)", True),
     ("ctypes mount(2) MS_BIND + umount2(2)", True),
     ("mount(2) + umount2(2), source on the fillers' mount", True),
+    ("the same, CPU caches evicted before each pair", True),
     ("pair by exec: mount --bind + umount", True),
     ("mount-point check: statx (ours)", True),
     ("mount-point check: mountinfo scan", True),
