@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", nargs="?", default=str(REPO / "bench" / "profiles" / "kubelet-faithful.svg"))
     parser.add_argument("--callers", type=int, default=kubelet_faithful.CALLERS)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--rate", type=int, default=250, help="samples per second")
+    parser.add_argument("--rate", type=int, default=100, help="samples per second")
     args = parser.parse_args(argv)
     if os.geteuid() != 0 or not in_private_namespace():
         print("profile: run it through bench/profile.sh (root, private mount namespace)", file=sys.stderr)
