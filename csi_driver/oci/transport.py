@@ -13,6 +13,7 @@ plain HTTP only to loopback addresses (test registries, a node-local mirror).
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
 import socket
@@ -27,7 +28,12 @@ import grpc
 
 from csi_driver.oci.errors import RegistryError
 
-_TLS = ssl.create_default_context()
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """The system's certificate authorities, loaded on the first HTTPS pull: loading
+    them took a third of the driver's start-up when done at import."""
+    return ssl.create_default_context()
 
 
 def is_loopback(host: str) -> bool:
@@ -227,7 +233,7 @@ class Connections:
                 return conn, True
             wait = max(0.001, min(self._timeout, self._deadline - time.monotonic()))
             if url.scheme == "https":
-                conn = http.client.HTTPSConnection(url.host, url.port, timeout=wait, context=_TLS)
+                conn = http.client.HTTPSConnection(url.host, url.port, timeout=wait, context=_tls())
             else:
                 conn = http.client.HTTPConnection(url.host, url.port, timeout=wait)
             self._open[url.origin] = conn
