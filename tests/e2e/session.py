@@ -5,6 +5,7 @@ package-scoped fixtures call these."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -65,6 +66,20 @@ def cluster_env(request: pytest.FixtureRequest, given_env: str, prefix: str,
     finally:
         subprocess.run([str(CLUSTER_SCRIPT), "down", directory], timeout=600, check=False)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def cluster_env_with_controllers(request: pytest.FixtureRequest, given_env: str, prefix: str,
+                                 section: str) -> Iterator[dict[str, str]]:
+    """``cluster_env`` for suites that need kube-scheduler and kube-controller-manager:
+    a cluster given in ``$given_env`` must run them too."""
+    envs = cluster_env(request, given_env, prefix, ("--with-controllers",), section,
+                       "cluster with kube-scheduler and kube-controller-manager")
+    with contextlib.closing(envs):
+        for env in envs:
+            if env.get("WITH_CONTROLLERS") != "1":
+                pytest.fail(f"{env['CLUSTER_DIR']}: the cluster runs without controllers "
+                            "(up DIR --with-controllers)", pytrace=False)
+            yield env
 
 
 def cluster(env: dict[str, str]) -> Cluster:

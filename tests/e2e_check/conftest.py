@@ -11,7 +11,6 @@ the console script's module in a subprocess, with a kubeconfig.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -29,14 +28,7 @@ SECTION = "end-to-end results (check)"
 
 @pytest.fixture(scope="package")
 def cluster_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    envs = session.cluster_env(request, "E2E_CHECK_ENV", "e2ec-", ("--with-controllers",), SECTION,
-                               "cluster with kube-scheduler and kube-controller-manager")
-    with contextlib.closing(envs):
-        for env in envs:
-            if env.get("WITH_CONTROLLERS") != "1":
-                pytest.fail(f"{env['CLUSTER_DIR']}: the cluster runs without controllers "
-                            "(up DIR --with-controllers)", pytrace=False)
-            yield env
+    yield from session.cluster_env_with_controllers(request, "E2E_CHECK_ENV", "e2ec-", SECTION)
 
 
 @pytest.fixture(scope="package")

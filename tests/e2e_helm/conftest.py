@@ -12,7 +12,6 @@ tears that one down before this one starts, so only one cluster runs at a time.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import time
@@ -40,14 +39,7 @@ SECTION = "end-to-end results (helm)"
 
 @pytest.fixture(scope="package")
 def cluster_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    envs = session.cluster_env(request, "E2E_HELM_ENV", "e2eh-", ("--with-controllers",), SECTION,
-                               "cluster with kube-scheduler and kube-controller-manager")
-    with contextlib.closing(envs):
-        for env in envs:
-            if env.get("WITH_CONTROLLERS") != "1":
-                pytest.fail(f"{env['CLUSTER_DIR']}: the cluster runs without controllers "
-                            "(up DIR --with-controllers)", pytrace=False)
-            yield env
+    yield from session.cluster_env_with_controllers(request, "E2E_HELM_ENV", "e2eh-", SECTION)
 
 
 @pytest.fixture(scope="package")
