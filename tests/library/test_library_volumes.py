@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import threading
-import time
 import uuid
 
 import pytest
@@ -19,6 +18,7 @@ from csi_driver.csi.v1 import csi_pb2
 from support import kubelet
 from support.library_driver import CONTENT, TYPE, LibraryNode, in_pod, library_attributes
 from support.oci_registry import HOST_PLATFORM, OTHER_PLATFORM, files_layer, unique_repository
+from support.polling import wait_for
 from support.snapshot import mounts_under
 
 RESOLUTIONS = "datadog_csi_driver_library_resolutions_total"
@@ -32,15 +32,6 @@ LIBRARY_FILES = {
     f"{CONTENT}/lib/tracer.so": b"\x7fELF" + bytes(range(256)) * 16,
     "etc/not-mounted": "outside the content directory\n",
 }
-
-
-def wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    give_up = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"still waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from csi_driver.oci.registry import Credentials, RegistryClient, RegistryError
 from csi_driver.server import GRACE_SECONDS
 from support.library_driver import CONTENT, LibraryNode, in_pod, library_attributes
 from support.oci_registry import HOST_PLATFORM, Fault, OciRegistry, PushedImage, files_layer, unique_repository
+from support.polling import wait_for
 from support.snapshot import mounts_under
 
 SLOW_LIBRARIES = 4  # more than the calls the driver runs at once (server.RUNNING)
@@ -37,14 +38,6 @@ PUBLISHES = "datadog_csi_driver_node_publish_volume_attempts"
 # Longer than anything these tests do while a download is held back, shorter
 # than the driver's inactivity timeout for one read (oci.registry, 30 s).
 HOLD_SECONDS = 25.0
-
-
-def wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    give_up = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"still waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
