@@ -24,7 +24,10 @@ class DemoAgent:
         os.makedirs(os.path.dirname(self.apm_path), exist_ok=True)
 
     def start(self) -> DemoAgent:
-        self._stop.clear()
+        # A new event per start: the threads of an earlier start must see their
+        # own stop even when a restart follows it at once (they would spin on
+        # their closed sockets otherwise).
+        self._stop = stop = threading.Event()
         dsd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         dsd.bind(self.dsd_path)
         os.chmod(self.dsd_path, 0o722)
@@ -35,19 +38,19 @@ class DemoAgent:
         for sock in (dsd, apm):
             sock.settimeout(0.2)
         self._sockets = [dsd, apm]
-        threading.Thread(target=self._serve_dsd, args=(dsd,), daemon=True).start()
-        threading.Thread(target=self._serve_apm, args=(apm,), daemon=True).start()
+        threading.Thread(target=self._serve_dsd, args=(dsd, stop), daemon=True).start()
+        threading.Thread(target=self._serve_apm, args=(apm, stop), daemon=True).start()
         return self
 
-    def _serve_dsd(self, sock: socket.socket) -> None:
-        while not self._stop.is_set():
+    def _serve_dsd(self, sock: socket.socket, stop: threading.Event) -> None:
+        while not stop.is_set():
             try:
                 self.dsd_received.put(sock.recv(65536))
             except (TimeoutError, OSError):
                 continue
 
-    def _serve_apm(self, sock: socket.socket) -> None:
-        while not self._stop.is_set():
+    def _serve_apm(self, sock: socket.socket, stop: threading.Event) -> None:
+        while not stop.is_set():
             try:
                 conn, _ = sock.accept()
             except (TimeoutError, OSError):
