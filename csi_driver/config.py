@@ -22,6 +22,8 @@ ENV_PREFIX = "DD_"
 UNIX_PATH_MAX = 107
 # The kubelet abandons a call after 2 minutes; a publish must answer before.
 MAX_DOWNLOAD_TIMEOUT = 110.0
+# A publish waiting for the agent's socket answers well before that timeout.
+MAX_AGENT_SOCKET_WAIT = 100.0
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
 
@@ -134,6 +136,12 @@ class Config:
     library_download_timeout: float = 90.0
     library_max_size: int = 1 << 30  # bytes, downloaded and unpacked alike
     kubelet_root_dir: str = "/var/lib/kubelet"
+    # How long a publish waits for a missing agent socket (0: it fails at once).
+    wait_for_agent_socket: float = 0.0
+    # How often socket-file volumes are checked for a socket the agent
+    # re-created, to tell their pods with an event (0: never).
+    stale_check_interval: float = 60.0
+    kubeconfig: str = ""  # for those events; empty: the in-cluster service account
     metrics_port: int = 5000
     metrics_address: str = ""
     kubelet_registration_path: str = ""
@@ -182,6 +190,18 @@ _FLAGS: dict[str, tuple[str, Callable[[str], object], str]] = {
         "largest library image accepted, downloaded and unpacked (e.g. 512Mi, 1Gi)"),
     "--kubelet-root-dir": (
         "kubelet_root_dir", str, "kubelet root directory; volumes are only mounted under <dir>/pods"),
+    "--wait-for-agent-socket": (
+        "wait_for_agent_socket", parse_duration,
+        "how long a publish waits for a missing agent socket to appear before it fails with "
+        "UNAVAILABLE (at most 100s; 0: it fails at once); the volume attribute "
+        "dd.csi.datadog.com/wait-for-agent-socket overrides it per volume"),
+    "--stale-check-interval": (
+        "stale_check_interval", parse_duration,
+        "how often socket-file volumes are checked for a socket the agent re-created, to post an "
+        "AgentSocketStale event on their pod (0: never)"),
+    "--kubeconfig": (
+        "kubeconfig", str,
+        "kubeconfig for posting pod events (empty: the pod's service account in a cluster)"),
     "--metrics-port": (
         "metrics_port", parse_port, "port for /metrics, /healthz and /readyz (0 disables)"),
     "--metrics-address": (
@@ -198,7 +218,7 @@ _FLAGS: dict[str, tuple[str, Callable[[str], object], str]] = {
 
 
 _PATH_FIELDS = {"apm_host_socket_path", "dsd_host_socket_path", "storage_path", "kubelet_root_dir",
-                "kubelet_registration_path"}
+                "kubelet_registration_path", "kubeconfig"}
 
 
 def env_name(flag: str) -> str:
@@ -281,6 +301,18 @@ def _check_socket_length(what: str, path: str) -> None:
                           f"most {UNIX_PATH_MAX} bytes (choose a shorter directory)")
 
 
+def _check_agent_socket_options(config: Config) -> None:
+    """Waiting for the agent's socket, and the events about dead ones."""
+    if config.wait_for_agent_socket > MAX_AGENT_SOCKET_WAIT:
+        raise ConfigError(f"--wait-for-agent-socket must be at most {MAX_AGENT_SOCKET_WAIT:g}s (the "
+                          f"kubelet gives up on a call after 120s), got {config.wait_for_agent_socket:g}s")
+    if 0 < config.stale_check_interval < 1:
+        raise ConfigError(f"--stale-check-interval must be 0 (off) or at least 1s, got "
+                          f"{config.stale_check_interval:g}s")
+    if config.kubeconfig and not os.path.isfile(config.kubeconfig):
+        raise ConfigError(f"--kubeconfig {config.kubeconfig!r} is not a file")
+
+
 def validate(config: Config) -> None:
     if not config.driver_name:
         raise ConfigError("--driver-name must not be empty")
@@ -307,6 +339,7 @@ def validate(config: Config) -> None:
                           f"got {config.library_download_timeout:g}s")
     if config.library_max_size <= 0:
         raise ConfigError("--library-max-size must be above 0")
+    _check_agent_socket_options(config)
     if config.log_level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"--log-level must be debug, info, warning or error, got {config.log_level!r}")
     if not config.node_id:

@@ -12,12 +12,14 @@ import logging
 import grpc
 
 from csi_driver import targets, validation, volume_stats
+from csi_driver.agent_wait import AgentWait
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.errors import RequestError, invalid, not_found, unimplemented
 from csi_driver.interceptors import current
 from csi_driver.locks import KeyedLocks
 from csi_driver.publisher import Publisher
+from csi_driver.stale_events import StaleEvents
 from csi_driver.volumes import type_label
 
 log = logging.getLogger("csi_driver.node")
@@ -25,10 +27,13 @@ _RPC = csi_pb2.NodeServiceCapability.RPC
 
 
 class NodeService(csi_pb2_grpc.NodeServicer):
-    def __init__(self, config: Config, publisher: Publisher) -> None:
+    def __init__(self, config: Config, publisher: Publisher, agent_wait: AgentWait | None = None,
+                 stale_events: StaleEvents | None = None) -> None:
         self._config = config
         self._publisher = publisher
         self._locks = KeyedLocks()
+        self._agent_wait = agent_wait
+        self._stale_events = stale_events or StaleEvents()
 
     def NodePublishVolume(self, request: csi_pb2.NodePublishVolumeRequest,
                           context: grpc.ServicerContext) -> csi_pb2.NodePublishVolumeResponse:
@@ -39,9 +44,12 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         if req.source.deprecation:
             log.warning(f"volume uses a deprecated form: {req.source.deprecation}",
                         extra={"volume_id": req.volume_id, "type": req.source.type})
+        if req.wait_for_agent and self._agent_wait is not None:
+            self._agent_wait.until_present(req.source, req.wait_for_agent)
         with self._locks.hold("volume:" + req.volume_id, "target:" + req.target.path):
             if not self._publisher.publish(req):
                 call.message = "already published"
+            self._stale_events.remember(req, request.volume_context)
         return csi_pb2.NodePublishVolumeResponse()
 
     def NodeUnpublishVolume(self, request: csi_pb2.NodeUnpublishVolumeRequest,
@@ -53,6 +61,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
             call.volume_type = known.source.type if known else ""
             if not self._publisher.unpublish(req):
                 call.message = "target already gone"
+            self._stale_events.forget(req.target.path)
         return csi_pb2.NodeUnpublishVolumeResponse()
 
     def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest,

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from csi_driver import mounts, recovery
+from csi_driver import mounts, recovery, stale_events
 from csi_driver.admission import Slots
+from csi_driver.agent_wait import AgentWait
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.endpoint import claim_endpoint, listen_unix
@@ -70,6 +71,8 @@ class Driver:
         self._stopped = threading.Event()
         self._serving = False
         self._in_flight = InFlight()
+        self.agent_wait = AgentWait(self.sources)
+        self.stale_events = stale_events.StaleEvents()  # started once the volumes are adopted
 
     @property
     def socket_path(self) -> str:
@@ -111,6 +114,7 @@ class Driver:
         self.sources.log_resolution()
         self.publisher.libraries = library_family.start(self.config, self.metrics.registry)
         self._adopt_published_volumes()
+        self.stale_events = stale_events.start(self.config, self.published, self.sources)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=RUNNING + WAITING,
                                                         thread_name_prefix="csi"),
                              options=[("grpc.so_reuseport", 0)])
@@ -119,7 +123,7 @@ class Driver:
         register(server, csi_pb2_grpc.add_IdentityServicer_to_server,
                  IdentityService(self.config), layers)
         register(server, csi_pb2_grpc.add_NodeServicer_to_server,
-                 NodeService(self.config, self.publisher), layers)
+                 NodeService(self.config, self.publisher, self.agent_wait, self.stale_events), layers)
         listen_unix(server, self.socket_path)
         server.start()
         self._grpc = server
@@ -128,6 +132,8 @@ class Driver:
     def _undo_start(self) -> None:
         """Stop what a failed start had started; leave no socket behind."""
         self.publisher.libraries.close()
+        self.stale_events.stop()
+        self.agent_wait.stop()
         if self._registration is not None:
             self._registration.stop()
         if self._http is not None:
@@ -165,11 +171,13 @@ class Driver:
             self._registration.stop()  # the kubelet deregisters the driver first
         log.info("stopping: waiting for in-flight calls", extra={"grace_seconds": grace})
         self._grpc.stop(grace)  # refuse new calls from here on
+        self.agent_wait.stop()  # calls waiting for the agent answer UNAVAILABLE now
         self.publisher.libraries.abort_pulls()  # a slow registry must not hold up the exit
         if not self._in_flight.wait_idle(grace):
             log.warning("grace period over; cancelling the calls still running")
         self._grpc.stop(0).wait()
         self.publisher.libraries.close()
+        self.stale_events.stop()
         if self._http is not None:
             self._http.stop()
         try:

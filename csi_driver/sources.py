@@ -152,6 +152,20 @@ class AgentSources:
                                "links); the agent's own socket has one, refusing to mount it")
         return opened
 
+    def awaited_socket(self, source: VolumeSource) -> tuple[str, str]:
+        """The agent socket a publish of ``source`` needs, as configured and as
+        resolved: the socket itself, or for a directory the socket inside it
+        (the APM one for the APM types when both share the directory)."""
+        if source.kind is Kind.SOCKET:
+            configured = source.host_path
+        else:
+            self._directory(source.host_path)  # refuses any other directory
+            inside = [path for path in self._sockets if os.path.dirname(path) == source.host_path]
+            apm = self._sockets[1]
+            configured = apm if source.type.startswith("APM") and apm in inside else inside[0]
+        directory, name = os.path.split(configured)
+        return configured, os.path.join(self._directory(directory).resolved, name)
+
     def live_identity(self, source: VolumeSource) -> Identity | None:
         """The identity of the source as it is now, or None when it cannot be opened."""
         try:

@@ -14,7 +14,7 @@ from csi_driver import targets
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2
 from csi_driver.errors import invalid
-from csi_driver.volumes import VolumeSource, resolve
+from csi_driver.volumes import VolumeSource, resolve, sockets
 
 MAX_ID_BYTES = 128
 MAX_MAP_BYTES = 4096
@@ -28,6 +28,7 @@ class Publish:
     target: targets.Target
     source: VolumeSource
     readonly: bool
+    wait_for_agent: float = 0.0  # seconds the agent's socket may take to appear
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def publish(request: csi_pb2.NodePublishVolumeRequest, config: Config) -> Publis
     if source.requires_readonly and not readonly:
         raise invalid(f"volume type {source.type} is served read-only only: set readOnly: true on "
                       "the pod's csi volume")
-    return Publish(vid, target, source, readonly)
+    return Publish(vid, target, source, readonly, sockets.agent_wait(request.volume_context, source, config))
 
 
 def unpublish(request: csi_pb2.NodeUnpublishVolumeRequest, config: Config) -> Unpublish:

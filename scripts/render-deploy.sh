@@ -54,6 +54,7 @@ metadata:
     pod-security.kubernetes.io/enforce: privileged
 YAML
 render csidriver.yaml 10-csidriver.yaml
+render rbac.yaml 15-rbac.yaml
 render daemonset.yaml 20-daemonset.yaml
 
 echo "rendered $(ls "${out_dir}"/*.yaml | wc -l) files into ${out_dir}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from csi_driver.config import Config
+from csi_driver.config import MAX_AGENT_SOCKET_WAIT, Config, ConfigError, parse_duration
 from csi_driver.errors import invalid, unsupported
 from csi_driver.mounts import Attr
 from csi_driver.volumes import Kind, VolumeSource, library
@@ -23,6 +23,8 @@ KNOWN_TYPES = frozenset((*TYPES, DEPRECATED_SOCKETS_DIRECTORY))
 # replace it with its own to receive other pods' metrics, whatever readOnly
 # the pod asked for; so these volumes are always read-only and inert.
 MOUNT_ATTRS = Attr.RDONLY | Attr.NOSUID | Attr.NODEV | Attr.NOEXEC
+# How long this volume's publish may wait for a missing agent socket (a duration).
+WAIT_ATTRIBUTE = "dd.csi.datadog.com/wait-for-agent-socket"
 
 
 def _source(volume_type: str, host_path: str, kind: Kind, deprecation: str | None = None
@@ -54,6 +56,26 @@ def _by_type(volume_type: str, config: Config) -> VolumeSource:
                        deprecation=f"use type: {DSD_SOCKET_DIRECTORY} (or {APM_SOCKET_DIRECTORY})")
     raise unsupported(f"unknown volume type {_show(volume_type)}; supported types: "
                       f"{', '.join((*TYPES, *library.TYPES))}")
+
+
+def agent_wait(context: Mapping[str, str], source: VolumeSource, config: Config) -> float:
+    """Seconds the publish of ``source`` may wait for the agent's socket to appear."""
+    raw = context.get(WAIT_ATTRIBUTE)
+    if library.is_library_family(source):
+        if raw is not None:
+            raise invalid(f"{WAIT_ATTRIBUTE} applies to the agent socket volume types only, not to "
+                          f"{source.type}")
+        return 0.0
+    if raw is None:
+        return config.wait_for_agent_socket
+    try:
+        seconds = parse_duration(raw)
+    except ConfigError:
+        raise invalid(f"{WAIT_ATTRIBUTE} must be a duration such as 30s or 1m, got {_show(raw)}") from None
+    if seconds > MAX_AGENT_SOCKET_WAIT:
+        raise invalid(f"{WAIT_ATTRIBUTE} must be at most {MAX_AGENT_SOCKET_WAIT:g}s (the kubelet gives "
+                      f"up on a call after 120s), got {_show(raw)}")
+    return seconds
 
 
 def _legacy(mode: str, path: str, config: Config) -> VolumeSource:

@@ -75,6 +75,9 @@ SCENARIOS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "apm-disabled": ({"apm": {"enabled": False, "pullSecrets": [{"name": "apm-registry-a"}]}}, ()),
     "name-overrides": ({"nameOverride": "dd-csi", "image": {"tag": "9.9.9"}}, ()),
     "fullname-override": ({"fullnameOverride": "datadog-csi"}, ()),
+    "pod-events-disabled": ({"podEvents": {"enabled": False}}, ()),
+    "pod-events-interval": ({"podEvents": {"checkInterval": "5m"}}, ()),
+    "wait-for-agent-socket": ({"driver": {"waitForAgentSocket": "45s"}}, ()),
     "autopilot-workload-allowlists": ({**PULL_SECRETS, **ALLOW_LIST}, AUTOPILOT_WORKLOAD_ALLOWLISTS),
     "autopilot-legacy": ({**PULL_SECRETS, **ALLOW_LIST}, AUTOPILOT_LEGACY),
 }

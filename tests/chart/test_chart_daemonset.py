@@ -27,9 +27,11 @@ def scenario_daemonset(name: str) -> dict:
     return daemonset(values, extra_args)
 
 
-def test_defaults_render_exactly_the_daemonset_and_the_csidriver() -> None:
+def test_defaults_render_exactly_the_daemonset_the_csidriver_and_the_events_rbac() -> None:
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in render())
-    assert kinds == [("CSIDriver", DRIVER_NAME), ("DaemonSet", DAEMONSET_NAME)]
+    assert kinds == [("CSIDriver", DRIVER_NAME), ("ClusterRole", DAEMONSET_NAME),
+                     ("ClusterRoleBinding", DAEMONSET_NAME), ("DaemonSet", DAEMONSET_NAME),
+                     ("ServiceAccount", DAEMONSET_NAME)]
 
 
 def test_daemonset_name_namespace_and_selector() -> None:
@@ -68,6 +70,7 @@ def test_driver_arguments() -> None:
         "--storage-path": "/var/lib/datadog-csi-driver",
         "--kubelet-root-dir": "/var/lib/kubelet",
         "--metrics-port": "5000",
+        "--stale-check-interval": "60s",
     }
 
 
@@ -249,7 +252,10 @@ def test_pod_metadata_security_context_and_update_strategy_values() -> None:
 
 
 def test_pods_do_not_get_an_api_token() -> None:
-    assert daemonset()["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    """Only the driver container gets one, for its pod events (test_chart_pod_events)."""
+    ds = daemonset()
+    assert ds["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert "api-token" not in mounts_by_name(registrar(ds))
 
 
 def test_image_pull_secrets() -> None:

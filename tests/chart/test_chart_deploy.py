@@ -34,7 +34,9 @@ def deploy_objects() -> list[dict]:
 
 def test_deploy_applies_in_order_and_is_valid() -> None:
     objects = deploy_objects()
-    assert [o["kind"] for o in objects] == ["Namespace", "CSIDriver", "DaemonSet"]
+    # The ServiceAccount exists before the DaemonSet's pods are created.
+    assert [o["kind"] for o in objects] == ["Namespace", "CSIDriver", "ServiceAccount", "ClusterRole",
+                                            "ClusterRoleBinding", "DaemonSet"]
     namespace = objects[0]
     assert namespace["metadata"]["name"] == NAMESPACE
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
@@ -44,4 +46,7 @@ def test_deploy_applies_in_order_and_is_valid() -> None:
 
 
 def test_deploy_objects_are_the_default_render() -> None:
-    assert deploy_objects()[1:] == sorted(render(), key=lambda o: o["kind"])
+    def by_kind(objects: list[dict]) -> list[dict]:
+        return sorted(objects, key=lambda o: (o["kind"], o["metadata"]["name"]))
+
+    assert by_kind(deploy_objects()[1:]) == by_kind(render())

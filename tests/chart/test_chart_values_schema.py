@@ -40,6 +40,9 @@ REFUSED = {
     "kubelet root with ..": ({"kubeletRootDir": "/var/lib/../kubelet"}, "/kubeletRootDir"),
     "kubelet root with a trailing /": ({"kubeletRootDir": "/var/lib/kubelet/"}, "/kubeletRootDir"),
     "kubelet root /": ({"kubeletRootDir": "/"}, "/kubeletRootDir"),
+    "unknown podEvents key": ({"podEvents": {"enable": False}}, "additional properties 'enable'"),
+    "check interval without a unit": ({"podEvents": {"checkInterval": "60"}}, "/podEvents/checkInterval"),
+    "wait as a number": ({"driver": {"waitForAgentSocket": 30}}, "/driver/waitForAgentSocket"),
 }
 
 

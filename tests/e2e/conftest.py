@@ -23,6 +23,9 @@ from support.driver import DriverProcess, free_port
 
 CLUSTER_SCRIPT = session.CLUSTER_SCRIPT
 K8S_VERSION = "v1.35.4"
+# What the chart's ClusterRole allows the driver: posting events on pods.
+DRIVER_RULES = [{"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}]
+STALE_CHECK_INTERVAL = "2s"
 
 
 @pytest.fixture(scope="package")
@@ -45,13 +48,18 @@ def node_agent(cluster_env: dict[str, str]) -> Iterator[DemoAgent]:
 @pytest.fixture(scope="package")
 def node_driver(cluster: Cluster, cluster_env: dict[str, str],
                 node_agent: DemoAgent) -> Iterator[DriverProcess]:
-    """The driver on the node, registered with the real kubelet by itself."""
+    """The driver on the node, registered with the real kubelet by itself, and
+    posting pod events with the chart's permissions and nothing more."""
     workdir = os.path.join(cluster_env["CLUSTER_DIR"], "driver")
     os.makedirs(workdir, exist_ok=True)
     driver = DriverProcess(workdir=workdir, kubelet_root=cluster.kubelet_root,
                            dsd_path=node_agent.dsd_path, apm_path=node_agent.apm_path,
                            metrics_port=free_port())
-    driver.extra_args = ["--kubelet-registration-path", driver.socket_path, "--log-level", "debug"]
+    kubeconfig = cluster.service_account_kubeconfig(
+        os.path.join(workdir, "events.kubeconfig"), cluster_env["APISERVER"], cluster_env["CA_CERT"],
+        "datadog-csi-driver", "datadog-csi-driver-node-server", DRIVER_RULES)
+    driver.extra_args = ["--kubelet-registration-path", driver.socket_path, "--log-level", "debug",
+                         "--stale-check-interval", STALE_CHECK_INTERVAL, "--kubeconfig", kubeconfig]
     try:
         driver.start()
         cluster.install_csidriver()

@@ -208,6 +208,37 @@ class Cluster:
     def csinode_drivers(self) -> list[str]:
         return [d["name"] for d in (self.csinode().get("spec", {}).get("drivers") or [])]
 
+    def service_account_kubeconfig(self, path: str, server: str, ca_file: str, namespace: str,
+                                   name: str, rules: list[dict[str, Any]]) -> str:
+        """A kubeconfig at ``path`` for a new ServiceAccount that may do ``rules``
+        and nothing else (a ClusterRole and its binding), with a token from the
+        TokenRequest API, as a pod of that account gets one."""
+        rbac = client.RbacAuthorizationV1Api(self.core.api_client)
+        meta = {"metadata": {"name": name}}
+
+        def create(call: Callable[..., Any], *args: Any) -> None:
+            try:
+                call(*args)
+            except ApiException as err:
+                if err.status != 409:  # there already: made by an earlier session of this cluster
+                    raise
+
+        create(self.core.create_namespace, {"metadata": {"name": namespace}})
+        create(self.core.create_namespaced_service_account, namespace, meta)
+        create(rbac.create_cluster_role, {**meta, "rules": rules})
+        create(rbac.create_cluster_role_binding, {
+            **meta, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]})
+        token = self.core.create_namespaced_service_account_token(
+            name, namespace, {"spec": {"expirationSeconds": 6 * 3600}}).status.token
+        with open(path, "w") as f:
+            json.dump({"apiVersion": "v1", "kind": "Config", "current-context": "e2e",
+                       "clusters": [{"name": "e2e", "cluster": {"server": server,
+                                                               "certificate-authority": ca_file}}],
+                       "users": [{"name": name, "user": {"token": token}}],
+                       "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": name}}]}, f)
+        return path
+
 
 def csi_volume(name: str, attributes: dict[str, str], read_only: bool = True) -> dict[str, Any]:
     return {"name": name, "csi": {"driver": DRIVER, "readOnly": read_only,

@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 import pytest
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from e2e.kube import DRIVER, SOCKET_DIR, SOCKET_IN_POD, Cluster, csi_volume, receive, wait_for
@@ -124,6 +125,34 @@ def test_install_runs_the_drivers_image_and_registers_it(cluster, cluster_env, d
     assert "registered with the kubelet" in _driver_logs(cluster, pod.metadata.name)
     listed = helm.run("list", "--namespace", RELEASE_NAMESPACE, "--short").stdout.split()
     assert listed == [RELEASE]
+
+
+def test_the_drivers_token_may_post_events_and_nothing_else(cluster, cluster_env, release):
+    """The chart's ServiceAccount, its ClusterRole and the token mounted into
+    the driver container: what the driver posts its pod events with."""
+    pod = _driver_pod(cluster)
+    assert pod.spec.service_account_name == DAEMONSET
+    assert "AgentSocketStale pod events are on" in _driver_logs(cluster, pod.metadata.name)
+    token_file = os.path.join(cluster.kubelet_root, "pods", pod.metadata.uid, "volumes",
+                              "kubernetes.io~projected", "api-token", "token")
+    with open(token_file) as f:
+        token = f.read()
+    configuration = client.Configuration()
+    configuration.host = cluster_env["APISERVER"]
+    configuration.ssl_ca_cert = cluster_env["CA_CERT"]
+    configuration.api_key = {"authorization": f"Bearer {token}"}
+    as_driver = client.CoreV1Api(client.ApiClient(configuration))
+    involved = {"apiVersion": "v1", "kind": "Pod", "namespace": RELEASE_NAMESPACE,
+                "name": pod.metadata.name, "uid": pod.metadata.uid}
+    as_driver.create_namespaced_event(RELEASE_NAMESPACE, {
+        "metadata": {"generateName": "token-check."}, "involvedObject": involved, "type": "Normal",
+        "reason": "TokenCheck", "message": "the driver's token may post events"})
+    for forbidden in (lambda: as_driver.list_namespaced_pod(RELEASE_NAMESPACE),
+                      lambda: as_driver.list_namespaced_secret(RELEASE_NAMESPACE),
+                      lambda: as_driver.list_namespaced_event(RELEASE_NAMESPACE)):
+        with pytest.raises(ApiException) as err:
+            forbidden()
+        assert err.value.status == 403
 
 
 @pytest.mark.parametrize("volume_type", list(SOCKET_IN_POD))
@@ -336,7 +365,8 @@ def test_the_plain_manifests_run_the_same_driver(request, cluster, node_agent, d
 
     docs = [doc for path in sorted((CHART.parents[1] / "deploy").glob("*.yaml"))
             for doc in yaml.safe_load_all(path.read_text()) if doc]
-    assert [d["kind"] for d in docs] == ["Namespace", "CSIDriver", "DaemonSet"]
+    assert [d["kind"] for d in docs] == ["Namespace", "CSIDriver", "ServiceAccount", "ClusterRole",
+                                         "ClusterRoleBinding", "DaemonSet"]
     began = time.monotonic()
     for doc in docs:
         doc = _patched_for_this_node(doc, driver_image, cluster.kubelet_root, node_agent.directory)
@@ -370,6 +400,10 @@ def test_the_plain_manifests_run_the_same_driver(request, cluster, node_agent, d
     finally:
         cluster.apps.delete_namespaced_daemon_set(DAEMONSET, RELEASE_NAMESPACE)
         cluster.storage.delete_csi_driver(DRIVER)
+        rbac = client.RbacAuthorizationV1Api(cluster.core.api_client)
+        rbac.delete_cluster_role_binding(DAEMONSET)
+        rbac.delete_cluster_role(DAEMONSET)
+        cluster.core.delete_namespaced_service_account(DAEMONSET, RELEASE_NAMESPACE)
     wait_for("the driver pods to go", lambda: not driver_pods(cluster), timeout=120)
     wait_for("the kubelet to drop the driver from CSINode",
              lambda: DRIVER not in cluster.csinode_drivers(), timeout=60)

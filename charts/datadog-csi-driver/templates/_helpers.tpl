@@ -164,3 +164,25 @@ published allowlists do not admit secret-backed variables).
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Whether the driver posts AgentSocketStale events on pods: podEvents.enabled,
+except on GKE Autopilot, whose allowlists admit neither a service account
+token in the driver's pod nor any other driver arguments.
+*/}}
+{{- define "datadog-csi-driver.podEventsActive" -}}
+{{- if and .Values.podEvents.enabled (ne (include "datadog-csi-driver.gkeAutopilot" .) "true") -}}true{{- else -}}false{{- end -}}
+{{- end -}}
+
+{{/*
+Where the Kubernetes client looks for the in-cluster credentials.
+*/}}
+{{- define "datadog-csi-driver.serviceAccountDir" -}}/var/run/secrets/kubernetes.io/serviceaccount{{- end -}}
+
+{{/*
+driver.waitForAgentSocket when it asks for a wait (anything but zero); empty otherwise.
+*/}}
+{{- define "datadog-csi-driver.agentSocketWait" -}}
+{{- $wait := .Values.driver.waitForAgentSocket | default "0s" | toString -}}
+{{- if not (regexMatch "^0+(\\.0+)?(ms|s|m|h)?$" $wait) -}}{{ $wait }}{{- end -}}
+{{- end -}}
