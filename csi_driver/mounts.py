@@ -263,7 +263,7 @@ def _bind_mount_new_api(source_fd: int, target_fd: int, attrs: Attr) -> None:
         _raise("open_tree", _describe(source_fd))
     try:
         if attrs:
-            _mount_setattr(tree, attrs, _describe(source_fd))
+            _mount_setattr(tree, attrs, source_fd)
         rc = _libc.syscall(_SYS_MOVE_MOUNT, tree, b"", target_fd, b"",
                            ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
         if rc < 0:
@@ -272,12 +272,12 @@ def _bind_mount_new_api(source_fd: int, target_fd: int, attrs: Attr) -> None:
         os.close(tree)
 
 
-def _mount_setattr(fd: int, attrs: Attr, shown: str) -> None:
+def _mount_setattr(fd: int, attrs: Attr, source_fd: int) -> None:
     attr = _MountAttr(attr_set=int(attrs))
     rc = _libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", ctypes.c_uint(AT_EMPTY_PATH),
                        ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
     if rc < 0:
-        _raise("mount_setattr", shown)
+        _raise("mount_setattr", _describe(source_fd))  # the path only when it is shown
 
 
 # --------------------------------------------------- mount(2) fallback

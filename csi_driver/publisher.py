@@ -264,16 +264,18 @@ class Publisher:
         st = targets.lstat_leaf(parent_fd, target.leaf)
         if st is None:
             return
-        if not _is_empty_mount_point(parent_fd, target.leaf, st):
+        if not _removable(st):
             log.warning("target is not an empty mount point after unmount; left in place",
                         extra={"target": target.path})
             return
         try:
             targets.remove_leaf(parent_fd, target.leaf, stat.S_ISDIR(st.st_mode))
         except OSError as err:
-            if err.errno != errno.ENOTEMPTY:  # filled since it was looked at: leave it
+            # rmdir refuses a directory with anything in it, and anything that
+            # is no longer a directory (replaced since it was looked at).
+            if err.errno not in (errno.ENOTEMPTY, errno.ENOTDIR):
                 raise
-            log.warning("target directory is not empty after unmount; left in place",
+            log.warning("target is not an empty mount point after unmount; left in place",
                         extra={"target": target.path})
 
 
@@ -288,6 +290,15 @@ def _remove_created(parent_fd: int, req: Publish) -> None:
     except OSError as err:
         log.warning("could not remove the target created by a failed publish",
                     extra={"target": req.target.path, "error": os.strerror(err.errno or 0)})
+
+
+def _removable(st: os.stat_result) -> bool:
+    """What unpublish may remove once unmounted: an empty regular file, or a
+    directory (which rmdir itself removes only when empty, never through a
+    symlink)."""
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size == 0
+    return stat.S_ISDIR(st.st_mode)
 
 
 def _is_empty_mount_point(parent_fd: int, leaf: str, st: os.stat_result) -> bool:

@@ -122,3 +122,31 @@ def test_volume_stats_say_normal_and_why(config, publisher):
     assert not response.volume_condition.abnormal
     assert "live agent socket directory" in response.volume_condition.message
     assert {u.unit for u in response.usage} == {csi_pb2.VolumeUsage.BYTES, csi_pb2.VolumeUsage.INODES}
+
+
+@pytest.mark.parametrize("replacement", ["a file inside", "a symlink instead"])
+def test_unpublish_leaves_a_target_that_is_no_longer_an_empty_directory(
+        config, publisher, mount_table, tmp_path, monkeypatch, caplog, replacement):
+    """After the unmount, rmdir is what decides: it refuses a directory that was
+    filled, and anything that stopped being a directory since it was looked at."""
+    uid, req = _publish(config, "DSDSocketDirectory")
+    publisher.publish(req)
+    unpublish = validation.unpublish(kubelet.unpublish_request(config.kubelet_root_dir, uid, "dd"),
+                                     config)
+    looked_at = os.stat(req.target.path)
+    real_unmount = mount_table.unmount
+
+    def unmount_then_change(fd: int) -> None:
+        real_unmount(fd)
+        if replacement == "a file inside":
+            open(os.path.join(req.target.path, "written-by-someone"), "w").close()
+        else:
+            os.rmdir(req.target.path)
+            os.symlink(tmp_path, req.target.path)
+
+    monkeypatch.setattr("csi_driver.mounts.unmount", unmount_then_change)
+    # The symlink case also needs the race: it appears after the leaf was looked at.
+    monkeypatch.setattr("csi_driver.targets.lstat_leaf", lambda parent_fd, leaf: looked_at)
+    assert publisher.unpublish(unpublish) is True
+    assert os.path.lexists(req.target.path) and os.path.isdir(tmp_path)
+    assert "not an empty mount point after unmount; left in place" in caplog.text
