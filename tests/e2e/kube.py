@@ -1,6 +1,7 @@
 """The end-to-end suite's view of the cluster: the API through the `kubernetes`
 client, pods shaped as the `restricted` Pod Security level requires, and waits
-that say what they waited for when they time out."""
+that say what they waited for when they time out (``support.polling.wait_for``,
+re-exported here for the suites)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from support.polling import wait_for
+
 DRIVER = "k8s.csi.datadoghq.com"
 APP_IMAGE = "localhost/e2e/app:1"
 SOCKET_DIR = "/var/run/datadog"
@@ -26,19 +29,6 @@ SOCKET_IN_POD = {
     "APMSocketDirectory": ("stream", SOCKET_DIR, f"{SOCKET_DIR}/apm.socket"),
     "DatadogSocketsDirectory": ("dgram", SOCKET_DIR, f"{SOCKET_DIR}/dsd.socket"),
 }
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0,
-              interval: float = 0.5, describe: Callable[[], str] = lambda: "") -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}. {describe()}")
-        time.sleep(interval)
 
 
 def receive(queue: Any, wanted: str, timeout: float = 60.0, prefix: bool = False) -> bytes:

@@ -183,8 +183,9 @@ def test_twenty_concurrent_publishes_pull_once_and_survive_a_restart(make_node, 
         assert in_pod(target, "version")["content"] == "1.2.3\n"
         node.unpublish(target)
     assert node.metric(LINKS, library=package) == 0
-    wait_for(lambda: node.metric(CLEANUPS, library=package, status="success", strategy="delayed") == 1,
-             "the unused library to be deleted")
+    wait_for("the unused library to be deleted",
+             lambda: node.metric(CLEANUPS, library=package, status="success", strategy="delayed") == 1,
+             timeout=60, interval=0.05)
     assert node.stored() == [] and os.listdir(os.path.join(node.storage, "tmp")) == []
     assert node.metric(CACHED, library=package) == 0 and node.metric(CACHED_BYTES, library=package) == 0
 
@@ -220,8 +221,9 @@ def test_links_lost_with_the_database_are_rebuilt_from_the_mounts(make_node, oci
     assert node.metric(LINKS, library="other") == 1
     assert in_pod(target, "version")["content"] == "1.2.3\n"
     node.unpublish(target)
-    wait_for(lambda: node.metric(CLEANUPS, library="other", status="success", strategy="immediate") == 1,
-             "the released library to be deleted")
+    wait_for("the released library to be deleted",
+             lambda: node.metric(CLEANUPS, library="other", status="success", strategy="immediate") == 1,
+             timeout=60, interval=0.05)
     assert node.stored() == []
     assert node.metric(CACHED, library=package) == 0
 
@@ -237,8 +239,9 @@ def test_a_volume_gone_while_the_driver_was_down_releases_its_library(make_node,
     os.rmdir(target)
     node.start()
     assert node.metric(LINKS, library=package) == 0
-    wait_for(lambda: node.metric(CLEANUPS, library=package, status="success", strategy="immediate") == 1,
-             "the library of the vanished volume to be deleted")
+    wait_for("the library of the vanished volume to be deleted",
+             lambda: node.metric(CLEANUPS, library=package, status="success", strategy="immediate") == 1,
+             timeout=60, interval=0.05)
     assert node.stored() == []
 
 

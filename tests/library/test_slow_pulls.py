@@ -80,9 +80,10 @@ def start_stuck_publishes(pool: ThreadPoolExecutor, node: LibraryNode, registry:
         pod_uid = str(uuid.uuid4())
         future = pool.submit(node.publish, attributes(registry, image), pod_uid=pod_uid)
         stuck.append((image, pod_uid, future))
-    wait_for(lambda: all(held_downloads(registry, image) for image in images),
-             "every library's download to reach the registry (does a call that waits on a "
-             "download keep the turn other calls need?)")
+    wait_for("every library's download to reach the registry (does a call that waits on a "
+             "download keep the turn other calls need?)",
+             lambda: all(held_downloads(registry, image) for image in images),
+             timeout=60, interval=0.05)
     return stuck
 
 
@@ -192,7 +193,8 @@ def test_abort_ends_a_download_in_progress_and_refuses_later_pulls(oci_registry)
     with ThreadPoolExecutor(1) as pool:
         download = pool.submit(client.fetch_blob, ref, layer, io.BytesIO(), time.monotonic() + 60,
                                1 << 20)
-        wait_for(lambda: oci_registry.requests(image.repository, "blobs"), "the download to start")
+        wait_for("the download to start", lambda: oci_registry.requests(image.repository, "blobs"),
+                 timeout=60, interval=0.05)
         client.abort("the driver is shutting down")
         with pytest.raises(RegistryError) as aborted:
             download.result(timeout=30)
