@@ -230,6 +230,18 @@ class Cluster:
         return path
 
 
+def restart_driver(cluster: Cluster, driver: Any) -> None:
+    """Stop ``driver`` (a ``support.driver.DriverProcess``) cleanly, start it
+    again and wait for the kubelet to register this new process."""
+    registered = driver.logs().count("registered with the kubelet")
+    assert driver.terminate() == 0
+    driver.start()
+    # The kubelet's answer to this process, not its CSINode entry from the last one.
+    wait_for("the kubelet to register the driver again",
+             lambda: driver.logs().count("registered with the kubelet") > registered, timeout=60)
+    assert DRIVER in cluster.csinode_drivers()
+
+
 def csi_volume(name: str, attributes: dict[str, str], read_only: bool = True) -> dict[str, Any]:
     return {"name": name, "csi": {"driver": DRIVER, "readOnly": read_only,
                                   "volumeAttributes": attributes}}

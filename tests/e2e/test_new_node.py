@@ -12,32 +12,22 @@ from contextlib import contextmanager
 from queue import Empty
 from typing import Any
 
-from e2e.kube import DRIVER, SOCKET_IN_POD, csi_volume, wait_for
+from e2e.kube import SOCKET_IN_POD, csi_volume, restart_driver, wait_for
 from support.report import report_line
 
 AGENT_LATE_SECONDS = 10
-
-
-def _restart(cluster, driver) -> None:
-    registered = driver.logs().count("registered with the kubelet")
-    assert driver.terminate() == 0
-    driver.start()
-    # The kubelet's answer to this process, not its CSINode entry from the last one.
-    wait_for("the kubelet to register the driver again",
-             lambda: driver.logs().count("registered with the kubelet") > registered, timeout=60)
-    assert DRIVER in cluster.csinode_drivers()
 
 
 @contextmanager
 def _driver_with(cluster, driver, args: list[str]) -> Iterator[None]:
     saved = list(driver.extra_args)
     driver.extra_args = saved + args
-    _restart(cluster, driver)
+    restart_driver(cluster, driver)
     try:
         yield
     finally:
         driver.extra_args = saved
-        _restart(cluster, driver)
+        restart_driver(cluster, driver)
 
 
 def _creating(cluster, namespace: str, name: str) -> bool:

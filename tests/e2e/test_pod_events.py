@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from e2e.conftest import STALE_CHECK_INTERVAL
-from e2e.kube import DRIVER, SOCKET_DIR, SOCKET_IN_POD, csi_volume, receive, wait_for
+from e2e.kube import DRIVER, SOCKET_DIR, SOCKET_IN_POD, csi_volume, receive, restart_driver, wait_for
 
 REASON = "AgentSocketStale"
 WAIT = "dd.csi.datadog.com/wait-for-agent-socket"
@@ -29,16 +29,6 @@ def _sleeper(cluster, name: str, volume_type: str, attributes: dict[str, str] | 
 
 def _stale_events(cluster, namespace: str, pod: str) -> list:
     return [e for e in cluster.events(namespace, pod) if e.reason == REASON]
-
-
-def _restart_driver(cluster, driver) -> None:
-    registered = driver.logs().count("registered with the kubelet")
-    assert driver.terminate() == 0
-    driver.start()
-    # The kubelet's answer to this process, not its CSINode entry from the last one.
-    wait_for("the kubelet to register the driver again",
-             lambda: driver.logs().count("registered with the kubelet") > registered, timeout=60)
-    assert DRIVER in cluster.csinode_drivers()
 
 
 def _checks_pass(count: int = 5) -> None:
@@ -56,7 +46,7 @@ def test_an_agent_restart_puts_one_event_on_each_pod_with_a_dead_socket(cluster,
     for name in pods:
         uids[name] = cluster.wait_running(restricted, name).metadata.uid
     # A restarted driver knows the pods of the volumes it adopts.
-    _restart_driver(cluster, node_driver)
+    restart_driver(cluster, node_driver)
     node_agent.restart()
     for name in ("dsd-file", "apm-file"):
         wait_for(f"an {REASON} event on {name}", lambda n=name: _stale_events(cluster, restricted, n),
@@ -64,7 +54,7 @@ def test_an_agent_restart_puts_one_event_on_each_pod_with_a_dead_socket(cluster,
     _checks_pass()
     # Neither a driver restart nor another agent restart repeats an event for
     # the same dead socket.
-    _restart_driver(cluster, node_driver)
+    restart_driver(cluster, node_driver)
     node_agent.restart()
     _checks_pass()
 
