@@ -40,7 +40,6 @@ _TURN: ContextVar[_Turn | None] = ContextVar("csi_admission_turn", default=None)
 
 class Slots:
     def __init__(self, count: int) -> None:
-        self.count = count
         self._slots = threading.BoundedSemaphore(count)
 
     def run(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
