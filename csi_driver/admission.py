@@ -1,57 +1,227 @@
-"""How many calls run handler code at once, and letting go of that turn to wait.
+"""How many calls run handler code at once, the threads they run on, and
+letting go of a call's turn to wait.
 
 A call is mostly Python, which holds the GIL: a few calls at a time let one's
 syscalls overlap another's Python, and more only add threads fighting over the
 GIL. But some calls wait on something slow: a library download, the agent's
 socket to appear, or another call for the same volume doing either. Such a
-call must not keep the turn the other calls need. ``Slots`` admits a few
+call must not keep the turn the other calls need. ``Pool.run`` admits a few
 calls at a time; inside a call, ``waiting()`` gives the call's turn back for
 good before it blocks (the rest of it runs unthrottled, so nothing can
-deadlock by waiting to get a turn back), and the worker pool has threads to
-spare for the calls that wait.
+deadlock by waiting to get a turn back).
+
+``Pool`` is also the executor grpcio runs calls on. A thread pool that starts a
+thread for every call it cannot hand to an idle one would, under a burst, park
+a thread per queued call on the turn: 32 callers meant 32 threads, and each
+thread's stack, interpreter state and allocator arena stayed in the resident
+set afterwards (about 3 MB). So a call is started only while fewer calls than
+``turns + 1`` are on their way to a turn or hold one; the others wait in the
+pool's queue, and the thread that finishes a call takes the next one itself.
+Calls that gave their turn back (they wait on something slow) do not count,
+nor does a call whose request is still arriving after ``STALLED_SECONDS``: a
+client that stalls mid-call holds a thread, not the queue. Threads stay under
+a bound; threads idle for a while exit.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
 R = TypeVar("R")
+IDLE_SECONDS = 60.0
+# grpcio runs a call on a pool thread from the moment its headers arrive; the
+# thread first waits for the request message, which a client sends at once.
+STALLED_SECONDS = 1.0
 
 
 class _Turn:
-    __slots__ = ("slots", "held")
+    __slots__ = ("pool", "held")
 
-    def __init__(self, slots: threading.BoundedSemaphore) -> None:
-        self.slots, self.held = slots, True
+    def __init__(self, pool: Pool) -> None:
+        self.pool, self.held = pool, True
 
     def give_back(self) -> None:
         if self.held:
             self.held = False
-            self.slots.release()
+            self.pool._give_back(finished=False)
 
 
 _TURN: ContextVar[_Turn | None] = ContextVar("csi_admission_turn", default=None)
+_Work = tuple[futures.Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
-class Slots:
-    def __init__(self, count: int) -> None:
-        self._slots = threading.BoundedSemaphore(count)
+class Pool(futures.Executor):
+    def __init__(self, turns: int, max_threads: int, name: str = "call",
+                 idle_seconds: float = IDLE_SECONDS) -> None:
+        if turns < 1 or max_threads <= turns:
+            raise ValueError("a pool needs at least one turn and more threads than turns")
+        self._lock = threading.Lock()
+        self._turn_freed = threading.Condition(self._lock)
+        self._work_queued = threading.Condition(self._lock)
+        self._exited = threading.Condition(self._lock)
+        self._turns = turns
+        self._free_turns = turns
+        self._turn_waiters = 0  # threads inside ``run`` waiting for a turn
+        # Threads running a call that has not reached ``run`` yet, by thread,
+        # with when the call started.
+        self._arriving: dict[int, float] = {}
+        # Threads whose call has left ``run`` and that will soon look at the
+        # queue again: no other thread needs starting for what they will take.
+        self._finishing: set[int] = set()
+        self._queue: deque[_Work] = deque()
+        self._threads = 0
+        self._idle = 0  # threads parked for work
+        self._woken = 0  # of those, how many were woken and are yet to look at the queue
+        self._starting = 0  # threads started that are yet to look at the queue
+        self._max_threads = max_threads
+        self._idle_seconds = idle_seconds
+        self._name = name
+        self._started = 0
+        self._closed = False
+
+    # ------------------------------------------------------------- turns
 
     def run(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """``call`` once a turn is free; the turn is held until it returns or waits."""
-        self._slots.acquire()
-        turn = _Turn(self._slots)
+        with self._lock:
+            on_a_pool_thread = self._arriving.pop(threading.get_ident(), None) is not None
+            if not self._free_turns:
+                self._turn_waiters += 1
+                self._turn_freed.wait_for(self._turn_is_free)
+                self._turn_waiters -= 1
+            self._free_turns -= 1
+        turn = _Turn(self)
         token = _TURN.set(turn)
         try:
             return call(*args, **kwargs)
         finally:
             _TURN.reset(token)
-            turn.give_back()
+            if turn.held:
+                turn.held = False
+                self._give_back(finished=on_a_pool_thread)
+
+    def _turn_is_free(self) -> bool:
+        return self._free_turns > 0
+
+    def _give_back(self, finished: bool) -> None:
+        with self._lock:
+            self._free_turns += 1
+            if finished:
+                self._finishing.add(threading.get_ident())
+            if self._turn_waiters:
+                self._turn_freed.notify()
+            self._dispatch()
+
+    # ---------------------------------------------------------- executor
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> futures.Future[R]:
+        future: futures.Future[R] = futures.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new calls after shutdown")
+            self._queue.append((future, fn, args, kwargs))
+            self._dispatch()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            if cancel_futures:
+                while self._queue:
+                    self._queue.popleft()[0].cancel()
+            self._work_queued.notify_all()
+            while wait and self._threads:
+                self._exited.wait()
+
+    def _room(self) -> int:
+        """How many more calls may start now (with the lock held)."""
+        stalled_since = time.monotonic() - STALLED_SECONDS
+        arriving = sum(started > stalled_since for started in self._arriving.values())
+        headed_for_a_turn = self._turns - self._free_turns + self._turn_waiters + arriving
+        return self._turns + 1 - headed_for_a_turn
+
+    def _next_look(self) -> float:
+        """How long a parked thread may sleep before the queue needs another look:
+        until the oldest arriving call counts as stalled, while calls are queued."""
+        if not self._queue or not self._arriving:
+            return self._idle_seconds
+        oldest = min(self._arriving.values())
+        return max(0.01, oldest + STALLED_SECONDS - time.monotonic())
+
+    def _dispatch(self) -> None:  # with the lock held
+        """Send an idle or new thread to the queue, if a queued call may start
+        and no thread is already on its way there."""
+        if not self._queue:
+            return
+        coming = self._woken + self._starting + len(self._finishing)
+        room = self._room()
+        if coming >= min(len(self._queue), room):
+            in_turn = self._turns - self._free_turns + self._turn_waiters
+            if room > 0 or coming or in_turn or not self._arriving:
+                return
+            # Only calls whose request is arriving stand in the way, and they
+            # report nothing if their client stalls (a call in or waiting for a
+            # turn will dispatch when it gives the turn back): a parked thread
+            # looks again once they count as stalled.
+        if self._idle > self._woken:
+            self._woken += 1
+            self._work_queued.notify()
+        elif self._threads < self._max_threads:
+            self._threads += 1
+            self._starting += 1
+            self._started += 1
+            threading.Thread(target=self._work, name=f"{self._name}-{self._started}",
+                             daemon=True).start()
+
+    def _work(self) -> None:
+        me = threading.get_ident()
+        with self._lock:
+            self._starting -= 1
+            try:
+                while True:
+                    while not (self._queue and self._room() > 0) and not self._closed:
+                        self._idle += 1
+                        woken = self._work_queued.wait(self._next_look())
+                        self._idle -= 1
+                        if self._woken:
+                            self._woken -= 1
+                        if not woken and self._threads > self._turns and not self._queue:
+                            return
+                        if not woken:
+                            self._dispatch()  # a stalled call may have left room
+                    if not self._queue:
+                        return  # closed, and nothing left to run
+                    future, fn, args, kwargs = self._queue.popleft()
+                    if not future.set_running_or_notify_cancel():
+                        continue
+                    self._arriving[me] = time.monotonic()
+                    self._dispatch()  # for what is still queued, now that this call is counted
+                    self._lock.release()
+                    try:
+                        future.set_result(fn(*args, **kwargs))
+                    except BaseException as err:  # the future carries it, as ThreadPoolExecutor's do
+                        future.set_exception(err)
+                    finally:
+                        # Not kept alive while this thread idles: the call's request and state.
+                        del future, fn, args, kwargs
+                        self._lock.acquire()
+                        self._arriving.pop(me, None)
+                        self._finishing.discard(me)
+            finally:
+                self._threads -= 1
+                self._exited.notify_all()
+
+    @property
+    def threads(self) -> int:
+        return self._threads
 
 
 @contextmanager

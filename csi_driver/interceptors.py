@@ -4,7 +4,7 @@ service is added to the server.
 Layers, outermost first:
 
 - ``InFlight`` counts running calls, so shutdown waits for exactly those.
-- ``Admission`` lets a few calls run at once (``admission.Slots``); a call
+- ``Admission`` lets a few calls run at once (``admission.Pool.run``); a call
   that blocks on something slow gives its turn back (``admission.waiting``).
 - ``Outcomes`` turns whatever the handler returns or raises into the call's
   gRPC status, its one JSON log line and its metrics observation. Handlers
@@ -33,7 +33,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from csi_driver.admission import Slots
+from csi_driver.admission import Pool
 from csi_driver.errors import RequestError, invalid
 from csi_driver.metrics import FAILED, SUCCESS, UNSUPPORTED, Metrics
 from csi_driver.volumes import INVALID_TYPE
@@ -137,12 +137,12 @@ class InFlight(Layer):
 # ---------------------------------------------------------------- Admission
 
 class Admission(Layer):
-    def __init__(self, slots: Slots) -> None:
-        self._slots = slots
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
 
     def wrap_behaviour(self, method: str, behaviour: Behaviour) -> Behaviour:
         def admitted(request: Any, context: grpc.ServicerContext) -> Any:
-            return self._slots.run(behaviour, request, context)
+            return self._pool.run(behaviour, request, context)
 
         return admitted
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent import futures
 from typing import TYPE_CHECKING
 
 import grpc
 
 from csi_driver import mounts, recovery, stale_events
-from csi_driver.admission import Slots
+from csi_driver.admission import Pool
 from csi_driver.agent_wait import AgentWait
 from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
@@ -38,13 +37,13 @@ log = logging.getLogger("csi_driver.server")
 # a few dozen syscalls, each of which releases it. When other threads wait for
 # the GIL, every such release hands it over: two context switches per syscall
 # (bench/run.sh section [12]). So one call runs handler code at a time
-# (``admission.Slots``): with the kubelet's connection per call and 32 callers
+# (``admission.Pool``): with the kubelet's connection per call and 32 callers
 # that took CPU per pair from 3.1 to 2.2-2.5 ms and voluntary context switches
 # from 62 to 22-35 per pair against three at a time, and served as many or
-# more pairs/s. The pool has ``WAITING`` more threads for calls that gave their
-# turn back to wait (a library download, the agent's socket, a call for the
-# same volume), so those never hold up the calls for other volumes. Calls
-# beyond the pool queue and are served in order.
+# more pairs/s. The pool starts up to ``WAITING`` more threads for calls that
+# gave their turn back to wait (a library download, the agent's socket, a call
+# for the same volume), so those never hold up the calls for other volumes.
+# Calls beyond that queue and are served in order.
 RUNNING = 1
 WAITING = 31
 GRACE_SECONDS = 30.0
@@ -71,6 +70,7 @@ class Driver:
         self._stopped = threading.Event()
         self._serving = False
         self._in_flight = InFlight()
+        self._pool = Pool(RUNNING, RUNNING + WAITING, name="csi")
         self.agent_wait = AgentWait(self.sources)
         self.stale_events = stale_events.StaleEvents()  # started once the volumes are adopted
 
@@ -115,10 +115,9 @@ class Driver:
         self.publisher.libraries = library_family.start(self.config, self.metrics.registry)
         self._adopt_published_volumes()
         self.stale_events = stale_events.start(self.config, self.published, self.sources)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=RUNNING + WAITING,
-                                                        thread_name_prefix="csi"),
-                             options=[("grpc.so_reuseport", 0)])
-        layers = [self._in_flight, Admission(Slots(RUNNING)), Outcomes(self.metrics),
+        # Typed as a ThreadPoolExecutor; grpcio only submits to it.
+        server = grpc.server(self._pool, options=[("grpc.so_reuseport", 0)])  # type: ignore[arg-type]
+        layers = [self._in_flight, Admission(self._pool), Outcomes(self.metrics),
                   RejectUndecodable()]
         register(server, csi_pb2_grpc.add_IdentityServicer_to_server,
                  IdentityService(self.config), layers)
@@ -146,6 +145,7 @@ class Driver:
                 os.unlink(self.socket_path)
             except FileNotFoundError:
                 pass
+        self._pool.shutdown(wait=False)
 
     def _adopt_published_volumes(self) -> None:
         """Take over the mounts an earlier process left, before any call arrives."""
@@ -176,6 +176,7 @@ class Driver:
         if not self._in_flight.wait_idle(grace):
             log.warning("grace period over; cancelling the calls still running")
         self._grpc.stop(0).wait()
+        self._pool.shutdown(wait=False)  # idle threads exit; one stuck past the grace holds up nothing
         self.publisher.libraries.close()
         self.stale_events.stop()
         if self._http is not None:

@@ -1,14 +1,36 @@
-"""A few calls run at once; a call that waits gives its turn to the others."""
+"""A few calls run at once; a call that waits gives its turn to the others; the
+pool's threads follow the calls that need one, not the calls queued."""
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 
-from csi_driver.admission import Slots, waiting
+import pytest
+
+from csi_driver.admission import Pool, waiting
 from csi_driver.locks import KeyedLocks
 
 
-def test_no_more_than_the_slots_run_at_once() -> None:
-    slots, running, peak, guard = Slots(3), [0], [0], threading.Lock()
+@pytest.fixture
+def make_pool() -> Iterator[Callable[..., Pool]]:
+    pools: list[Pool] = []
+
+    def make(turns: int, max_threads: int, **kwargs: float) -> Pool:
+        pools.append(Pool(turns, max_threads, name="test", **kwargs))
+        return pools[-1]
+
+    yield make
+    for pool in pools:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def admitted(pool: Pool, call: Callable[[], object]) -> Future[object]:
+    """What grpcio does with a call: submit it, and the handler takes a turn."""
+    return pool.submit(pool.run, call)
+
+
+def test_no_more_than_the_turns_run_at_once(make_pool: Callable[..., Pool]) -> None:
+    pool, running, peak, guard = make_pool(3, 10), [0], [0], threading.Lock()
     release = threading.Event()
 
     def call() -> None:
@@ -19,36 +41,77 @@ def test_no_more_than_the_slots_run_at_once() -> None:
         with guard:
             running[0] -= 1
 
-    with ThreadPoolExecutor(10) as pool:
-        futures = [pool.submit(slots.run, call) for _ in range(10)]
-        threading.Timer(0.3, release.set).start()
-        for future in futures:
-            future.result(10)
+    calls = [admitted(pool, call) for _ in range(10)]
+    threading.Timer(0.3, release.set).start()
+    for future in calls:
+        future.result(10)
     assert peak[0] == 3
 
 
-def test_calls_that_wait_leave_their_turn_to_the_others() -> None:
-    slots, release, done = Slots(2), threading.Event(), threading.Event()
+def pause(seconds: float = 0.3) -> None:
+    """Time for started threads to reach where they block (no result to wait on)."""
+    threading.Event().wait(seconds)
+
+
+def test_calls_queued_behind_a_busy_turn_get_no_thread_of_their_own(
+        make_pool: Callable[..., Pool]) -> None:
+    pool, release = make_pool(1, 32), threading.Event()
+    first = admitted(pool, lambda: release.wait(10))
+    second = admitted(pool, lambda: None)
+    pause()
+    queued = [admitted(pool, lambda: None) for _ in range(40)]
+    pause()
+    # One thread holds the turn, one waits for it; the other 40 calls wait in the queue.
+    assert pool.threads == 2
+    release.set()
+    for future in [first, second, *queued]:
+        future.result(5)
+    assert pool.threads == 2
+
+
+def test_calls_that_wait_leave_their_turn_to_the_others(make_pool: Callable[..., Pool]) -> None:
+    pool, release, done = make_pool(2, 6), threading.Event(), threading.Event()
 
     def slow() -> None:
         with waiting():
             release.wait(10)
 
-    with ThreadPoolExecutor(4) as pool:
-        slow_calls = [pool.submit(slots.run, slow) for _ in range(3)]
-        quick = pool.submit(slots.run, done.set)
-        assert quick.result(5) is None and done.is_set()  # while three calls still wait
-        assert not any(call.done() for call in slow_calls)
-        release.set()
-        for call in slow_calls:
-            call.result(5)
+    slow_calls = [admitted(pool, slow) for _ in range(3)]
+    quick = admitted(pool, done.set)
+    assert quick.result(5) is None and done.is_set()  # while three calls still wait
+    assert not any(call.done() for call in slow_calls)
+    release.set()
+    for call in slow_calls:
+        call.result(5)
 
 
-def test_a_call_waiting_on_a_busy_volume_does_not_keep_its_turn() -> None:
+def test_a_call_stuck_before_it_takes_a_turn_holds_up_no_other(
+        make_pool: Callable[..., Pool]) -> None:
+    """grpcio's worker waits for the request message before the handler runs: a
+    client that stalls there holds a thread, never the turn."""
+    pool, release = make_pool(1, 4), threading.Event()
+    stuck = pool.submit(release.wait, 10)
+    assert admitted(pool, lambda: "served").result(5) == "served"
+    release.set()
+    assert stuck.result(5) is True
+
+
+def test_calls_whose_client_stalls_hold_up_the_queue_for_a_second_at_most(
+        make_pool: Callable[..., Pool]) -> None:
+    pool, release = make_pool(1, 8), threading.Event()
+    stuck = [pool.submit(release.wait, 10) for _ in range(3)]
+    served = admitted(pool, lambda: "served")
+    assert served.result(5) == "served"
+    release.set()
+    assert all(call.result(5) for call in stuck)
+
+
+def test_a_call_waiting_on_a_busy_volume_does_not_keep_its_turn(
+        make_pool: Callable[..., Pool]) -> None:
     """The holder of a volume's lock waits; callers queued on that lock must not
     take every turn, or calls for other volumes (and the holder, had it to take
     a turn back) would stall."""
-    slots, locks, release = Slots(2), KeyedLocks(), threading.Event()
+    pool, locks, release = make_pool(2, 8), KeyedLocks(), threading.Event()
     holding = threading.Event()
 
     def holder() -> None:
@@ -61,14 +124,69 @@ def test_a_call_waiting_on_a_busy_volume_does_not_keep_its_turn() -> None:
         with locks.hold("volume:a"):
             pass
 
-    with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(slots.run, holder)
-        assert holding.wait(5)
-        queued = [pool.submit(slots.run, same_volume) for _ in range(4)]
-        other = pool.submit(slots.run, lambda: "other volume served")
-        assert other.result(5) == "other volume served"
-        release.set()
-        first.result(5)
-        for call in queued:
-            call.result(5)
+    first = admitted(pool, holder)
+    assert holding.wait(5)
+    queued = [admitted(pool, same_volume) for _ in range(4)]
+    other = admitted(pool, lambda: "other volume served")
+    assert other.result(5) == "other volume served"
+    release.set()
+    first.result(5)
+    for call in queued:
+        call.result(5)
     assert len(locks) == 0
+
+
+def test_threads_beyond_the_turns_exit_once_idle(make_pool: Callable[..., Pool]) -> None:
+    pool, release = make_pool(1, 8, idle_seconds=0.2), threading.Event()
+
+    def slow() -> None:
+        with waiting():
+            release.wait(10)
+
+    slow_calls = [admitted(pool, slow) for _ in range(5)]
+    assert admitted(pool, lambda: None).result(5) is None
+    assert pool.threads >= 5
+    release.set()
+    for call in slow_calls:
+        call.result(5)
+    pause(1.0)
+    assert pool.threads == 1
+
+
+def test_at_most_max_threads_even_when_every_call_waits(make_pool: Callable[..., Pool]) -> None:
+    pool, release = make_pool(1, 3), threading.Event()
+
+    def slow() -> None:
+        with waiting():
+            release.wait(10)
+
+    calls = [admitted(pool, slow) for _ in range(6)]
+    pause()
+    assert pool.threads == 3 and sum(call.done() for call in calls) == 0
+    release.set()
+    for call in calls:
+        call.result(5)
+
+
+def test_a_failing_call_fails_its_future_and_the_pool_goes_on(
+        make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool(1, 2)
+
+    def fail() -> None:
+        raise ValueError("handler bug")
+
+    with pytest.raises(ValueError, match="handler bug"):
+        admitted(pool, fail).result(5)
+    assert admitted(pool, lambda: "next").result(5) == "next"
+
+
+def test_shutdown_runs_what_was_queued_then_refuses(make_pool: Callable[..., Pool]) -> None:
+    pool, release = make_pool(1, 2), threading.Event()
+    first = admitted(pool, lambda: release.wait(10))
+    queued = admitted(pool, lambda: "queued ran")
+    threading.Timer(0.2, release.set).start()
+    pool.shutdown(wait=True)
+    assert first.result(0) is True and queued.result(0) == "queued ran"
+    assert pool.threads == 0
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(lambda: None)
