@@ -151,10 +151,11 @@ class Pool(futures.Executor):
     def _next_look(self) -> float:
         """How long a parked thread may sleep before the queue needs another look:
         until the oldest arriving call counts as stalled, while calls are queued."""
-        if not self._queue or not self._arriving:
+        now = time.monotonic()
+        counted = [started for started in self._arriving.values() if started > now - STALLED_SECONDS]
+        if not self._queue or not counted:
             return self._idle_seconds
-        oldest = min(self._arriving.values())
-        return max(0.01, oldest + STALLED_SECONDS - time.monotonic())
+        return max(0.01, min(counted) + STALLED_SECONDS - now)
 
     def _dispatch(self) -> None:  # with the lock held
         """Send an idle or new thread to the queue, if a queued call may start
