@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -178,7 +179,8 @@ class Results:
     rss_after: dict[str, int] = field(default_factory=dict)  # the driver's
     import_floor_rss: dict[str, int] = field(default_factory=dict)
     deps_floor_rss: dict[str, int] = field(default_factory=dict)
-    # Per server, over its 32-caller runs: pairs, CPU seconds, voluntary context switches.
+    # Per server, over its 32-caller runs: pairs, CPU seconds, voluntary context
+    # switches, the caller's CPU seconds, wall-clock seconds.
     cost: dict[str, list[float]] = field(default_factory=dict)
     driver_pairs: int = 0  # pairs the measured driver answered, warm-ups included
 
@@ -224,6 +226,13 @@ def process_cost(pid: int) -> tuple[float, int]:
     return cpu, switches
 
 
+def _children_cpu() -> float:
+    """CPU seconds of the children waited for so far: around one client run, that
+    client's (the servers are waited for only when they stop)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure_round(results: Results, endpoints: dict[str, str], kubelet_root: str, size: int,
                   round_: int, serial: int, concurrent: int, pids: dict[str, int] | None = None
                   ) -> None:
@@ -234,11 +243,13 @@ def measure_round(results: Results, endpoints: dict[str, str], kubelet_root: str
         run = pairs(endpoints[server], kubelet_root, serial)
         results.add_serial(server, size, run)
         before = process_cost(pids[server]) if pids else None
+        caller_before, started = _children_cpu(), time.monotonic()
         rate = pairs(endpoints[server], kubelet_root, concurrent, callers=CALLERS, warmup=CALLERS)
         if pids and before is not None:
             after = process_cost(pids[server])
-            total = results.cost.setdefault(server, [0.0, 0.0, 0.0])
-            for i, value in enumerate((rate.pairs, after[0] - before[0], after[1] - before[1])):
+            total = results.cost.setdefault(server, [0.0] * 5)
+            for i, value in enumerate((rate.pairs, after[0] - before[0], after[1] - before[1],
+                                       _children_cpu() - caller_before, time.monotonic() - started)):
                 total[i] += value
         results.add_rate(server, size, rate)
         if server == DRIVER:
@@ -307,14 +318,16 @@ def calls_section(results: Results) -> Section:
 def cost_section(results: Results) -> Section:
     """What a pair costs each server at 32 callers: the CPU that bounds pairs/s on a
     busy node, and the thread switches behind much of it."""
-    s = Section(f"[12] Kubelet-faithful cost per pair at {CALLERS} callers (server process, all threads)",
+    s = Section(f"[12] Kubelet-faithful cost per pair at {CALLERS} callers (server process, all threads; "
+                "the caller's CPU beside it)",
                 ("server", "pairs", "CPU per pair", "voluntary context switches per pair",
-                 "CPU vs Python no-op"))
+                 "CPU vs Python no-op", "caller CPU per pair", f"CPUs busy (of {os.cpu_count()})"))
     reference = results.cost[PYTHON_NOOP][1] / results.cost[PYTHON_NOOP][0]
     for server in SERVERS:
-        count, cpu, switches = results.cost[server]
+        count, cpu, switches, caller_cpu, wall = results.cost[server]
         s.add(server, fmt_count(count), fmt_seconds(cpu / count), f"{switches / count:.1f}",
-              fmt_ratio(cpu / count / reference))
+              fmt_ratio(cpu / count / reference), fmt_seconds(caller_cpu / count),
+              f"{(cpu + caller_cpu) / wall:.2f}")
     return s
 
 
