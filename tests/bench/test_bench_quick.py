@@ -45,7 +45,8 @@ KF_SIZES = ("10", "10,000")
 KF_COLD = (*SERVERS, 'python -c "import grpc"')
 KF_MEMORY = ("this driver, idle after start", "this driver, after", "this driver, growth",
              *(f"{server}, idle after start" for server in SERVERS[1:]),
-             'python -c "import grpc" + the CSI stubs, after the imports')
+             'python -c "import grpc" + the CSI stubs, after the imports',
+             'python -c "import grpc" + the CSI stubs + prometheus_client, after the imports')
 TARGETS = (
     "kubelet-faithful pair p50 over the Python no-op's",
     "kubelet-faithful pair p50 over the Go no-op's",
@@ -129,7 +130,9 @@ def assert_kubelet_faithful_rows(out: str) -> None:
                    for line in cold), f"cold-start row {process!r} missing:\n{out}"
     cost = section(out, "[12] Kubelet-faithful cost per pair")
     for server in SERVERS:
-        assert any(line.strip().startswith(server) and re.search(rf"\s[\d,]+\s+{TIME}\s+[\d.]+\s+[\d.]+x$", line)
+        # pairs, CPU per pair, switches per pair, ratio, the caller's CPU per pair, CPUs busy
+        assert any(line.strip().startswith(server)
+                   and re.search(rf"\s[\d,]+\s+{TIME}\s+[\d.]+\s+[\d.]+x\s+{TIME}\s+[\d.]+$", line)
                    for line in cost), f"cost row {server!r} missing:\n{out}"
     memory = section(out, "[10] Kubelet-faithful memory")
     for label in KF_MEMORY:
