@@ -25,6 +25,7 @@ a bound; threads idle for a while exit.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -34,6 +35,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 IDLE_SECONDS = 60.0
@@ -65,8 +67,7 @@ class Pool(futures.Executor):
             raise ValueError("a pool needs at least one turn and more threads than turns")
         self._lock = threading.Lock()
         self._turn_freed = threading.Condition(self._lock)
-        self._work_queued = threading.Condition(self._lock)
-        self._exited = threading.Condition(self._lock)
+        self._changed = threading.Condition(self._lock)  # a thread exited, or the pool went idle
         self._turns = turns
         self._free_turns = turns
         self._turn_waiters = 0  # threads inside ``run`` waiting for a turn
@@ -77,9 +78,12 @@ class Pool(futures.Executor):
         # queue again: no other thread needs starting for what they will take.
         self._finishing: set[int] = set()
         self._queue: deque[_Work] = deque()
+        self._pending = 0  # calls submitted and not yet done
         self._threads = 0
-        self._idle = 0  # threads parked for work
-        self._woken = 0  # of those, how many were woken and are yet to look at the queue
+        # Parked threads, the most recently parked last: waking the last one
+        # first lets the others stay idle long enough to exit.
+        self._parked: list[threading.Condition] = []
+        self._woken = 0  # threads taken off ``_parked`` that are yet to look at the queue
         self._starting = 0  # threads started that are yet to look at the queue
         self._max_threads = max_threads
         self._idle_seconds = idle_seconds
@@ -95,8 +99,10 @@ class Pool(futures.Executor):
             on_a_pool_thread = self._arriving.pop(threading.get_ident(), None) is not None
             if not self._free_turns:
                 self._turn_waiters += 1
-                self._turn_freed.wait_for(self._turn_is_free)
-                self._turn_waiters -= 1
+                try:
+                    self._turn_freed.wait_for(self._turn_is_free)
+                finally:
+                    self._turn_waiters -= 1
             self._free_turns -= 1
         turn = _Turn(self)
         token = _TURN.set(turn)
@@ -128,18 +134,37 @@ class Pool(futures.Executor):
             if self._closed:
                 raise RuntimeError("cannot schedule new calls after shutdown")
             self._queue.append((future, fn, args, kwargs))
+            self._pending += 1
             self._dispatch()
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             self._closed = True
+            cancelled = []
             if cancel_futures:
                 while self._queue:
-                    self._queue.popleft()[0].cancel()
-            self._work_queued.notify_all()
+                    cancelled.append(self._queue.popleft()[0])
+                    self._call_done()
+            self._wake_all()
+        # Outside the lock: a cancelled future runs its callbacks, which may take
+        # locks whose holders are submitting to this pool.
+        for future in cancelled:
+            future.cancel()
+        with self._lock:
             while wait and self._threads:
-                self._exited.wait()
+                self._changed.wait()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Whether every call submitted has run, waiting up to ``timeout`` seconds:
+        queued calls count, not only the ones a handler is running."""
+        with self._lock:
+            return self._changed.wait_for(lambda: not self._pending, timeout)
+
+    def _call_done(self) -> None:  # with the lock held
+        self._pending -= 1
+        if not self._pending:
+            self._changed.notify_all()
 
     def _room(self) -> int:
         """How many more calls may start now (with the lock held)."""
@@ -148,13 +173,13 @@ class Pool(futures.Executor):
         headed_for_a_turn = self._turns - self._free_turns + self._turn_waiters + arriving
         return self._turns + 1 - headed_for_a_turn
 
-    def _next_look(self) -> float:
-        """How long a parked thread may sleep before the queue needs another look:
-        until the oldest arriving call counts as stalled, while calls are queued."""
+    def _next_look(self) -> float | None:
+        """When queued calls need another look although nothing else happens: once
+        the oldest arriving call counts as stalled. None when no such look is due."""
         now = time.monotonic()
         counted = [started for started in self._arriving.values() if started > now - STALLED_SECONDS]
         if not self._queue or not counted:
-            return self._idle_seconds
+            return None
         return max(0.01, min(counted) + STALLED_SECONDS - now)
 
     def _dispatch(self) -> None:  # with the lock held
@@ -165,43 +190,67 @@ class Pool(futures.Executor):
         coming = self._woken + self._starting + len(self._finishing)
         room = self._room()
         if coming >= min(len(self._queue), room):
-            in_turn = self._turns - self._free_turns + self._turn_waiters
-            if room > 0 or coming or in_turn or not self._arriving:
+            unclaimed_turn = self._free_turns > self._turn_waiters
+            if room > 0 or coming or not unclaimed_turn or not self._arriving:
                 return
-            # Only calls whose request is arriving stand in the way, and they
-            # report nothing if their client stalls (a call in or waiting for a
-            # turn will dispatch when it gives the turn back): a parked thread
-            # looks again once they count as stalled.
-        if self._idle > self._woken:
+            # Only calls whose request is arriving stand between a free turn
+            # and the queue, and they report nothing if their client stalls (a
+            # call in or waiting for a turn dispatches when it gives the turn
+            # back): a parked thread looks again once they count as stalled.
+        if self._parked:
             self._woken += 1
-            self._work_queued.notify()
+            self._parked.pop().notify()
         elif self._threads < self._max_threads:
+            try:
+                threading.Thread(target=self._work, name=f"{self._name}-{self._started + 1}",
+                                 daemon=True).start()
+            except RuntimeError as err:  # out of threads (a pids limit): the queue waits for one
+                log.warning(f"cannot start a thread for a queued call: {err}",
+                            extra={"threads": self._threads, "queued": len(self._queue)})
+                return
             self._threads += 1
             self._starting += 1
             self._started += 1
-            threading.Thread(target=self._work, name=f"{self._name}-{self._started}",
-                             daemon=True).start()
+
+    def _wake_all(self) -> None:  # with the lock held
+        while self._parked:
+            self._woken += 1
+            self._parked.pop().notify()
+
+    def _park(self, parked: threading.Condition, idle_since: float) -> bool:
+        """Wait for work (lock held); False when this thread has idled long enough to exit."""
+        may_exit = self._threads > self._turns
+        idle_left = idle_since + self._idle_seconds - time.monotonic()
+        if may_exit and idle_left <= 0 and not self._queue:
+            return False
+        timeout = self._next_look()
+        if may_exit:
+            timeout = idle_left if timeout is None else min(timeout, idle_left)
+        self._parked.append(parked)
+        parked.wait(None if timeout is None else max(timeout, 0.001))
+        if parked in self._parked:  # not taken off by a dispatch: the wait timed out
+            self._parked.remove(parked)
+            self._dispatch()  # a stalled call may have left room
+        else:
+            self._woken -= 1
+        return True
 
     def _work(self) -> None:
         me = threading.get_ident()
+        parked = threading.Condition(self._lock)
         with self._lock:
             self._starting -= 1
+            idle_since = time.monotonic()
             try:
                 while True:
                     while not (self._queue and self._room() > 0) and not self._closed:
-                        self._idle += 1
-                        woken = self._work_queued.wait(self._next_look())
-                        self._idle -= 1
-                        if self._woken:
-                            self._woken -= 1
-                        if not woken and self._threads > self._turns and not self._queue:
+                        if not self._park(parked, idle_since):
                             return
-                        if not woken:
-                            self._dispatch()  # a stalled call may have left room
                     if not self._queue:
                         return  # closed, and nothing left to run
                     future, fn, args, kwargs = self._queue.popleft()
                     if not future.set_running_or_notify_cancel():
+                        self._call_done()
                         continue
                     self._arriving[me] = time.monotonic()
                     self._dispatch()  # for what is still queued, now that this call is counted
@@ -216,9 +265,11 @@ class Pool(futures.Executor):
                         self._lock.acquire()
                         self._arriving.pop(me, None)
                         self._finishing.discard(me)
+                        self._call_done()
+                        idle_since = time.monotonic()
             finally:
                 self._threads -= 1
-                self._exited.notify_all()
+                self._changed.notify_all()
 
     @property
     def threads(self) -> int:

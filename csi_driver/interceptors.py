@@ -3,7 +3,6 @@ service is added to the server.
 
 Layers, outermost first:
 
-- ``InFlight`` counts running calls, so shutdown waits for exactly those.
 - ``Admission`` lets a few calls run at once (``admission.Pool.run``); a call
   that blocks on something slow gives its turn back (``admission.waiting``).
 - ``Outcomes`` turns whatever the handler returns or raises into the call's
@@ -24,7 +23,6 @@ no interceptor pipeline runs per call.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -99,39 +97,6 @@ def register(server: grpc.Server, add_to_server: Callable[[Any, Any], None], ser
     if not registrar.registered:
         raise RuntimeError("the generated service code did not hand over its method handlers; "
                            "the grpcio-tools version changed how services are added")
-
-
-# ----------------------------------------------------------------- InFlight
-
-class InFlight(Layer):
-    """Counts calls being handled, so shutdown can wait for exactly those.
-
-    ``grpc.Server.stop(grace)`` also waits for idle client connections to go
-    away, which a kubelet never does; waiting on this count instead lets a
-    SIGTERM finish in-flight work and exit promptly.
-    """
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._idle = threading.Condition()
-
-    def wrap_behaviour(self, method: str, behaviour: Behaviour) -> Behaviour:
-        def counted(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._idle:
-                self._count += 1
-            try:
-                return behaviour(request, context)
-            finally:
-                with self._idle:
-                    self._count -= 1
-                    if self._count == 0:
-                        self._idle.notify_all()
-
-        return counted
-
-    def wait_idle(self, timeout: float) -> bool:
-        with self._idle:
-            return self._idle.wait_for(lambda: self._count == 0, timeout)
 
 
 # ---------------------------------------------------------------- Admission

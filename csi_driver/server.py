@@ -20,7 +20,7 @@ from csi_driver.config import Config
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.endpoint import claim_endpoint, listen_unix
 from csi_driver.identity import IdentityService
-from csi_driver.interceptors import Admission, InFlight, Outcomes, RejectUndecodable, register
+from csi_driver.interceptors import Admission, Outcomes, RejectUndecodable, register
 from csi_driver.library import family as library_family
 from csi_driver.metrics import HttpServer, Metrics
 from csi_driver.node import NodeService
@@ -69,7 +69,6 @@ class Driver:
         self._registration: RegistrationServer | None = None
         self._stopped = threading.Event()
         self._serving = False
-        self._in_flight = InFlight()
         self._pool = Pool(RUNNING, RUNNING + WAITING, name="csi")
         self.agent_wait = AgentWait(self.sources)
         self.stale_events = stale_events.StaleEvents()  # started once the volumes are adopted
@@ -117,7 +116,7 @@ class Driver:
         self.stale_events = stale_events.start(self.config, self.published, self.sources)
         # Typed as a ThreadPoolExecutor; grpcio only submits to it.
         server = grpc.server(self._pool, options=[("grpc.so_reuseport", 0)])  # type: ignore[arg-type]
-        layers = [self._in_flight, Admission(self._pool), Outcomes(self.metrics),
+        layers = [Admission(self._pool), Outcomes(self.metrics),
                   RejectUndecodable()]
         register(server, csi_pb2_grpc.add_IdentityServicer_to_server,
                  IdentityService(self.config), layers)
@@ -173,7 +172,10 @@ class Driver:
         self._grpc.stop(grace)  # refuse new calls from here on
         self.agent_wait.stop()  # calls waiting for the agent answer UNAVAILABLE now
         self.publisher.libraries.abort_pulls()  # a slow registry must not hold up the exit
-        if not self._in_flight.wait_idle(grace):
+        # ``grpc.Server.stop(grace)`` would also wait for idle client connections
+        # to go away, which a kubelet never does: wait for the calls instead,
+        # queued ones included.
+        if not self._pool.wait_idle(grace):
             log.warning("grace period over; cancelling the calls still running")
         self._grpc.stop(0).wait()
         self._pool.shutdown(wait=False)  # idle threads exit; one stuck past the grace holds up nothing

@@ -190,3 +190,54 @@ def test_shutdown_runs_what_was_queued_then_refuses(make_pool: Callable[..., Poo
     assert pool.threads == 0
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(lambda: None)
+
+
+def test_wait_idle_counts_queued_calls_not_only_running_ones(make_pool: Callable[..., Pool]) -> None:
+    """Shutdown waits on this: a call still queued behind the turn must not be cut off."""
+    pool, release, ran = make_pool(1, 4), threading.Event(), threading.Event()
+    admitted(pool, lambda: release.wait(10))
+    admitted(pool, ran.set)
+    assert not pool.wait_idle(0.2)
+    release.set()
+    assert pool.wait_idle(5) and ran.is_set()
+
+
+def test_idle_threads_exit_under_light_steady_traffic(make_pool: Callable[..., Pool]) -> None:
+    """Parked threads are woken most recent first, so a trickle of calls keeps
+    one of them busy and lets the others age out."""
+    pool, release = make_pool(1, 8, idle_seconds=0.5), threading.Event()
+
+    def slow() -> None:
+        with waiting():
+            release.wait(10)
+
+    burst = [admitted(pool, slow) for _ in range(6)]
+    assert admitted(pool, lambda: None).result(5) is None
+    release.set()
+    for call in burst:
+        call.result(5)
+    assert pool.threads >= 6
+    for _ in range(30):  # one call every 50 ms for 1.5 s
+        admitted(pool, lambda: None).result(5)
+        pause(0.05)
+    assert pool.threads <= 2
+
+
+def test_a_thread_that_cannot_start_leaves_the_call_queued_for_the_next(
+        make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of threads (a pids limit), submit must not raise into grpcio's serving
+    thread, and the pool's counts must not drift: the call runs on the next thread."""
+    pool, failures = make_pool(1, 4), [1]
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    stuck = admitted(pool, lambda: "first")
+    assert pool.threads == 0 and not stuck.done()
+    assert admitted(pool, lambda: "second").result(5) == "second"
+    assert stuck.result(5) == "first"

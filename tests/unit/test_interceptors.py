@@ -12,9 +12,10 @@ import grpc
 import pytest
 
 from csi_driver import logs
+from csi_driver.admission import Pool
 from csi_driver.csi.v1 import csi_pb2, csi_pb2_grpc
 from csi_driver.errors import invalid, not_found, unsupported
-from csi_driver.interceptors import InFlight, Layer, Outcomes, RejectUndecodable, current, register
+from csi_driver.interceptors import Admission, Layer, Outcomes, RejectUndecodable, current, register
 from csi_driver.metrics import PUBLISH_ATTEMPTS, Metrics
 
 
@@ -60,19 +61,20 @@ class CountingLayer(Layer):
 
 @pytest.fixture
 def served(tmp_path, caplog):
-    metrics, in_flight, counting, node = Metrics(), InFlight(), CountingLayer(), FakeNode()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    metrics, pool, counting, node = Metrics(), Pool(1, 4, name="test"), CountingLayer(), FakeNode()
+    server = grpc.server(pool)
     register(server, csi_pb2_grpc.add_NodeServicer_to_server, node,
-             [in_flight, counting, Outcomes(metrics), RejectUndecodable()])
+             [Admission(pool), counting, Outcomes(metrics), RejectUndecodable()])
     endpoint = f"unix://{tmp_path}/csi.sock"
     server.add_insecure_port(endpoint)
     server.start()
     channel = grpc.insecure_channel(endpoint)
     yield {"stub": csi_pb2_grpc.NodeStub(channel), "channel": channel, "metrics": metrics,
-           "in_flight": in_flight, "counting": counting, "node": node}
+           "pool": pool, "counting": counting, "node": node}
     node.release.set()
     channel.close()
     server.stop(0).wait()
+    pool.shutdown()
 
 
 def _status(call) -> tuple[grpc.StatusCode, str]:
@@ -147,14 +149,16 @@ def test_layers_wrap_each_method_once_at_registration(served):
     assert len(counting.wrapped) == len(names)  # no wrapping per call
 
 
-def test_in_flight_counts_running_calls(served):
-    in_flight, node = served["in_flight"], served["node"]
-    result = served["stub"].NodeGetCapabilities.future(csi_pb2.NodeGetCapabilitiesRequest())
+def test_the_pool_counts_running_and_queued_calls(served):
+    pool, node = served["pool"], served["node"]
+    first = served["stub"].NodeGetCapabilities.future(csi_pb2.NodeGetCapabilitiesRequest())
     assert node.entered.wait(5)
-    assert not in_flight.wait_idle(0.1)
+    queued = served["stub"].NodePublishVolume.future(csi_pb2.NodePublishVolumeRequest())
+    assert not pool.wait_idle(0.2)
     node.release.set()
-    result.result(timeout=5)
-    assert in_flight.wait_idle(5)
+    first.result(timeout=5)
+    queued.result(timeout=5)
+    assert pool.wait_idle(5)
 
 
 def test_register_refuses_code_that_does_not_hand_over_its_handlers():
