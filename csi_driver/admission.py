@@ -50,10 +50,11 @@ class _Turn:
     def __init__(self, pool: Pool) -> None:
         self.pool, self.held = pool, True
 
-    def give_back(self) -> None:
+    def give_back(self, finished: bool = False) -> None:
+        """Once only; ``finished`` when the call itself is done, on a pool thread."""
         if self.held:
             self.held = False
-            self.pool._give_back(finished=False)
+            self.pool._give_back(finished)
 
 
 _TURN: ContextVar[_Turn | None] = ContextVar("csi_admission_turn", default=None)
@@ -110,9 +111,7 @@ class Pool(futures.Executor):
             return call(*args, **kwargs)
         finally:
             _TURN.reset(token)
-            if turn.held:
-                turn.held = False
-                self._give_back(finished=on_a_pool_thread)
+            turn.give_back(finished=on_a_pool_thread)
 
     def _turn_is_free(self) -> bool:
         return self._free_turns > 0
@@ -166,10 +165,13 @@ class Pool(futures.Executor):
         if not self._pending:
             self._changed.notify_all()
 
+    def _counted_arrivals(self, now: float) -> list[float]:
+        """When the arriving calls not yet counted as stalled started (with the lock held)."""
+        return [started for started in self._arriving.values() if started > now - STALLED_SECONDS]
+
     def _room(self) -> int:
         """How many more calls may start now (with the lock held)."""
-        stalled_since = time.monotonic() - STALLED_SECONDS
-        arriving = sum(started > stalled_since for started in self._arriving.values())
+        arriving = len(self._counted_arrivals(time.monotonic()))
         headed_for_a_turn = self._turns - self._free_turns + self._turn_waiters + arriving
         return self._turns + 1 - headed_for_a_turn
 
@@ -177,7 +179,7 @@ class Pool(futures.Executor):
         """When queued calls need another look although nothing else happens: once
         the oldest arriving call counts as stalled. None when no such look is due."""
         now = time.monotonic()
-        counted = [started for started in self._arriving.values() if started > now - STALLED_SECONDS]
+        counted = self._counted_arrivals(now)
         if not self._queue or not counted:
             return None
         return max(0.01, min(counted) + STALLED_SECONDS - now)

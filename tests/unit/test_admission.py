@@ -48,6 +48,12 @@ def test_no_more_than_the_turns_run_at_once(make_pool: Callable[..., Pool]) -> N
     assert peak[0] == 3
 
 
+def gives_turn_back_until(release: threading.Event) -> None:
+    """A call that waits on something slow: it gives its turn back first."""
+    with waiting():
+        release.wait(10)
+
+
 def pause(seconds: float = 0.3) -> None:
     """Time for started threads to reach where they block (no result to wait on)."""
     threading.Event().wait(seconds)
@@ -72,11 +78,7 @@ def test_calls_queued_behind_a_busy_turn_get_no_thread_of_their_own(
 def test_calls_that_wait_leave_their_turn_to_the_others(make_pool: Callable[..., Pool]) -> None:
     pool, release, done = make_pool(2, 6), threading.Event(), threading.Event()
 
-    def slow() -> None:
-        with waiting():
-            release.wait(10)
-
-    slow_calls = [admitted(pool, slow) for _ in range(3)]
+    slow_calls = [admitted(pool, lambda: gives_turn_back_until(release)) for _ in range(3)]
     quick = admitted(pool, done.set)
     assert quick.result(5) is None and done.is_set()  # while three calls still wait
     assert not any(call.done() for call in slow_calls)
@@ -139,11 +141,7 @@ def test_a_call_waiting_on_a_busy_volume_does_not_keep_its_turn(
 def test_threads_beyond_the_turns_exit_once_idle(make_pool: Callable[..., Pool]) -> None:
     pool, release = make_pool(1, 8, idle_seconds=0.2), threading.Event()
 
-    def slow() -> None:
-        with waiting():
-            release.wait(10)
-
-    slow_calls = [admitted(pool, slow) for _ in range(5)]
+    slow_calls = [admitted(pool, lambda: gives_turn_back_until(release)) for _ in range(5)]
     assert admitted(pool, lambda: None).result(5) is None
     assert pool.threads >= 5
     release.set()
@@ -156,11 +154,7 @@ def test_threads_beyond_the_turns_exit_once_idle(make_pool: Callable[..., Pool])
 def test_at_most_max_threads_even_when_every_call_waits(make_pool: Callable[..., Pool]) -> None:
     pool, release = make_pool(1, 3), threading.Event()
 
-    def slow() -> None:
-        with waiting():
-            release.wait(10)
-
-    calls = [admitted(pool, slow) for _ in range(6)]
+    calls = [admitted(pool, lambda: gives_turn_back_until(release)) for _ in range(6)]
     pause()
     assert pool.threads == 3 and sum(call.done() for call in calls) == 0
     release.set()
@@ -207,11 +201,7 @@ def test_idle_threads_exit_under_light_steady_traffic(make_pool: Callable[..., P
     one of them busy and lets the others age out."""
     pool, release = make_pool(1, 8, idle_seconds=0.5), threading.Event()
 
-    def slow() -> None:
-        with waiting():
-            release.wait(10)
-
-    burst = [admitted(pool, slow) for _ in range(6)]
+    burst = [admitted(pool, lambda: gives_turn_back_until(release)) for _ in range(6)]
     assert admitted(pool, lambda: None).result(5) is None
     release.set()
     for call in burst:
